@@ -1,0 +1,266 @@
+//! `chat-archive`: the operator's command line.
+
+mod demo;
+mod progress;
+mod show;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use chat_archive_core::events::FetchRequest;
+use chat_archive_core::function::{self, Function};
+use chat_archive_core::keys;
+use chat_archive_core::pipeline::{LocalLayout, Pipeline};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+
+/// Archive ICE Chat exports into mailboxes: fetch, decrypt and verify,
+/// convert to mail, map users, import, and keep a status log.
+#[derive(Parser)]
+#[command(name = "chat-archive", version, propagate_version = true)]
+struct Cli {
+    /// Data directory of the embedded defaults: store/, secrets.json,
+    /// mailboxes/, drop/ and config.toml live here.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_ARCHIVE_DATA",
+        default_value = "archive-data"
+    )]
+    data_dir: PathBuf,
+
+    /// Log level (error, warn, info, debug) or a tracing filter.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_ARCHIVE_LOG",
+        default_value = "warn,pgp=error"
+    )]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set up a demo firm (keys, mailboxes, a signed and encrypted sample
+    /// export in drop/) and run the whole pipeline on it.
+    Demo,
+    /// Run the whole pipeline once: new files from drop/ through decrypt,
+    /// convert and import, then the status log.
+    Run(RunArgs),
+    /// Key pairs for the ICE set-up.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The custom user mapping (ImId -> mailbox).
+    #[command(subcommand)]
+    Mapping(MappingCommand),
+    /// Show the status log of a day (default: every day on record).
+    Status(StatusArgs),
+    /// Re-invoke one stage by hand with an event file (see events/).
+    Invoke(InvokeArgs),
+    /// Print the effective settings (embedded defaults merged with config.toml).
+    Config,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Backfill: re-fetch the files modified on or after this day.
+    #[arg(long)]
+    since: Option<NaiveDate>,
+    /// Backfill: re-fetch the files modified on or before this day.
+    #[arg(long)]
+    until: Option<NaiveDate>,
+    /// Re-fetch this file by name (repeatable).
+    #[arg(long = "file")]
+    files: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate the SSH key pair (SFTP login) and the OpenPGP key pair (ICE
+    /// encrypts exports to it); private halves go to the secrets store, public
+    /// halves are printed and saved to --out.
+    Generate {
+        /// The firm code ICE assigned (the SFTP user name).
+        #[arg(long)]
+        firm_code: String,
+        /// User id of the OpenPGP key, e.g. "ACME chat archive <archive@acme.example>".
+        #[arg(long)]
+        user_id: String,
+        /// File holding the key passphrase (default: a random one, kept in the secrets store).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Where to save the public halves.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Replace keys already in the secrets store.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MappingCommand {
+    /// Print the mapping CSV template.
+    Template,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The day (YYYY-MM-DD) to show.
+    #[arg(long)]
+    day: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct InvokeArgs {
+    /// Which function to invoke.
+    #[arg(value_enum)]
+    function: FunctionName,
+    /// The event (JSON), e.g. events/s3-put-raw.json.
+    event: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FunctionName {
+    Fetch,
+    Decrypt,
+    Convert,
+    Import,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let layout = LocalLayout::new(&cli.data_dir);
+    match cli.command {
+        Command::Demo => demo::run(&layout).await,
+        Command::Run(args) => run(&layout, args).await,
+        Command::Keys(KeysCommand::Generate {
+            firm_code,
+            user_id,
+            passphrase_file,
+            out,
+            force,
+        }) => generate_keys(&layout, &firm_code, &user_id, passphrase_file, &out, force).await,
+        Command::Mapping(MappingCommand::Template) => {
+            print!("{}", chat_archive_core::mapping::csv_template());
+            Ok(())
+        }
+        Command::Status(args) => show::status(&layout, args.day.as_deref(), args.json).await,
+        Command::Invoke(args) => invoke(&layout, args).await,
+        Command::Config => {
+            let pipeline = Pipeline::local(&layout)?;
+            print!(
+                "{}",
+                chat_archive_core::config::Settings {
+                    ice: pipeline.ctx.config
+                }
+                .to_toml()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
+    let pipeline = Pipeline::local(layout)?;
+    std::fs::create_dir_all(layout.drop_dir())
+        .with_context(|| format!("creating {}", layout.drop_dir().display()))?;
+    let request = FetchRequest {
+        since: args.since,
+        until: args.until,
+        files: args.files,
+    };
+    let bar = progress::Bar::new();
+    let summary = pipeline.run(&request, &bar).await;
+    bar.finish();
+    let summary = summary?;
+    show::summary(layout, &summary);
+    if !summary.quarantined.is_empty() {
+        bail!(
+            "{} file(s) quarantined; see the status log",
+            summary.quarantined.len()
+        );
+    }
+    Ok(())
+}
+
+async fn generate_keys(
+    layout: &LocalLayout,
+    firm_code: &str,
+    user_id: &str,
+    passphrase_file: Option<PathBuf>,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    let pipeline = Pipeline::local(layout)?;
+    let connector = pipeline.ctx.config.name.clone();
+    if let Ok(existing) = pipeline.secrets.load(&connector).await {
+        if existing.get("pgp_private_key").is_some() && !force {
+            bail!("the secrets store already holds keys for {connector:?}; pass --force to replace them");
+        }
+    }
+    let passphrase = match passphrase_file {
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => keys::random_passphrase(),
+    };
+    eprintln!("Generating keys for {firm_code} ...");
+    let generated = keys::generate_connector_keys(firm_code, user_id, &passphrase)?;
+    pipeline
+        .secrets
+        .update(&connector, generated.secret_fields.clone())
+        .await?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let pgp_path = out.join(format!("{firm_code}-pgp-public.asc"));
+    let ssh_path = out.join(format!("{firm_code}-ssh.pub"));
+    std::fs::write(&pgp_path, generated.pgp.public_armored()?)
+        .with_context(|| format!("writing {}", pgp_path.display()))?;
+    std::fs::write(&ssh_path, format!("{}\n", generated.ssh.public_openssh))
+        .with_context(|| format!("writing {}", ssh_path.display()))?;
+    println!("Private keys and passphrase stored in the secrets store ({connector}).");
+    println!("Give ICE these public keys:");
+    println!(
+        "  OpenPGP  {}  fingerprint {}",
+        pgp_path.display(),
+        generated.pgp.fingerprint()
+    );
+    println!(
+        "  SSH      {}  {}",
+        ssh_path.display(),
+        generated.ssh.fingerprint
+    );
+    println!();
+    println!("{}", generated.ssh.public_openssh);
+    print!("{}", generated.pgp.public_armored()?);
+    Ok(())
+}
+
+async fn invoke(layout: &LocalLayout, args: InvokeArgs) -> anyhow::Result<()> {
+    let function = match args.function {
+        FunctionName::Fetch => Function::Fetch,
+        FunctionName::Decrypt => Function::Decrypt,
+        FunctionName::Convert => Function::Convert,
+        FunctionName::Import => Function::Import,
+    };
+    let event =
+        std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?;
+    let pipeline = Pipeline::local(layout)?;
+    let response = function::invoke(&pipeline, function, &event).await?;
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
+}

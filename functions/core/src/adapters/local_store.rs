@@ -1,0 +1,285 @@
+//! Object store on a local directory: the embedded stand-in for S3.
+//!
+//! `ROOT/KEY` holds the body, `ROOT/.meta/KEY.json` its size, digest and
+//! metadata. Writes go to `ROOT/.tmp/` first and are renamed into place, so a
+//! reader never sees half an object.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::ports::{ByteStream, Metadata, ObjectInfo, ObjectStore};
+
+const META_DIR: &str = ".meta";
+const TMP_DIR: &str = ".tmp";
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMeta {
+    size: u64,
+    sha256: String,
+    metadata: Metadata,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file that holds an object's body (for operators and tests).
+    pub fn path_of(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.root.join(META_DIR).join(format!("{key}.json"))
+    }
+
+    async fn read_meta(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let body = self.path_of(key)?;
+        if !tokio::fs::try_exists(&body)
+            .await
+            .map_err(|e| Error::store(key, e))?
+        {
+            return Ok(None);
+        }
+        let meta = tokio::fs::read(self.meta_path(key))
+            .await
+            .map_err(|e| Error::store(key, format!("metadata unreadable: {e}")))?;
+        let meta: StoredMeta = serde_json::from_slice(&meta)
+            .map_err(|e| Error::store(key, format!("metadata corrupt: {e}")))?;
+        Ok(Some(ObjectInfo {
+            key: key.to_string(),
+            size: meta.size,
+            sha256: meta.sha256,
+            metadata: meta.metadata,
+        }))
+    }
+
+    async fn write_temp(&self, key: &str, mut body: ByteStream) -> Result<(PathBuf, u64, String)> {
+        let tmp_dir = self.root.join(TMP_DIR);
+        create_dir_all(&tmp_dir).await?;
+        let tmp = tmp_dir.join(format!(
+            "{}.{}",
+            hex::encode(rand::random::<[u8; 8]>()),
+            std::process::id()
+        ));
+        let result = copy_hashing(&mut body, &tmp).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        let (size, sha256) =
+            result.map_err(|e| Error::store(key, format!("write aborted: {e}")))?;
+        Ok((tmp, size, sha256))
+    }
+}
+
+async fn copy_hashing(body: &mut ByteStream, path: &Path) -> std::io::Result<(u64, String)> {
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = body.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await?;
+        size += n as u64;
+    }
+    file.sync_all().await?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+async fn create_dir_all(dir: &Path) -> Result<()> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
+}
+
+/// Keys are relative paths of plain segments: no traversal out of the root.
+fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".." || s == META_DIR || s == TMP_DIR);
+    if bad {
+        return Err(Error::store(key, "invalid object key"));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)> {
+        let info = self
+            .read_meta(key)
+            .await?
+            .ok_or_else(|| Error::store(key, "no such object"))?;
+        let file = tokio::fs::File::open(self.path_of(key)?)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        Ok((Box::pin(file), info))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.read_meta(key).await
+    }
+
+    async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
+        let target = self.path_of(key)?;
+        let (tmp, size, sha256) = self.write_temp(key, body).await?;
+        let meta = StoredMeta {
+            size,
+            sha256: sha256.clone(),
+            metadata: metadata.clone(),
+        };
+        let meta_path = self.meta_path(key);
+        for dir in [target.parent(), meta_path.parent()].into_iter().flatten() {
+            create_dir_all(dir).await?;
+        }
+        let meta_json = serde_json::to_vec(&meta).map_err(|e| Error::store(key, e))?;
+        let meta_tmp = tmp.with_extension("meta");
+        tokio::fs::write(&meta_tmp, meta_json)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        tokio::fs::rename(&meta_tmp, &meta_path)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size,
+            sha256,
+            metadata: metadata.clone(),
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || list_sync(&root, &prefix))
+            .await
+            .map_err(|e| Error::store("", e))?
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        for path in [self.path_of(key)?, self.meta_path(key)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::store(key, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list_sync(root: &Path, prefix: &str) -> Result<Vec<String>> {
+    // Walk only the directory the prefix points into, not the whole store.
+    let start_rel = prefix.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+    let start = root.join(start_rel);
+    let mut keys = Vec::new();
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let path = entry.path();
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let key = rel.to_string_lossy().replace('\\', "/");
+            if key.starts_with(META_DIR) || key.starts_with(TMP_DIR) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if key.starts_with(prefix) {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_delete_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut meta = Metadata::new();
+        meta.insert("source-key".into(), "raw/ice/a.pgp".into());
+        let info = store
+            .put_bytes("plain/ice/a.xml", b"hello".to_vec(), &meta)
+            .await
+            .unwrap();
+        assert_eq!(info.size, 5);
+        assert_eq!(info.sha256, hex::encode(Sha256::digest(b"hello")));
+        assert_eq!(store.get_bytes("plain/ice/a.xml").await.unwrap(), b"hello");
+        let head = store.head("plain/ice/a.xml").await.unwrap().unwrap();
+        assert_eq!(head.metadata, meta);
+        assert_eq!(store.list("plain/").await.unwrap(), vec!["plain/ice/a.xml"]);
+        assert!(store.list("raw/").await.unwrap().is_empty());
+        store.delete("plain/ice/a.xml").await.unwrap();
+        assert!(store.head("plain/ice/a.xml").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_commits_nothing() {
+        struct Failing;
+        impl tokio::io::AsyncRead for Failing {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Err(std::io::Error::other("signature bad")))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let err = store
+            .put("plain/x", Box::pin(Failing), &Metadata::new())
+            .await;
+        assert!(err.is_err());
+        assert!(store.head("plain/x").await.unwrap().is_none());
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn traversal_keys_are_refused() {
+        for key in ["../etc/passwd", "/abs", "a//b", "a/../b", ".meta/x", ""] {
+            assert!(check_key(key).is_err(), "{key}");
+        }
+        assert!(check_key("raw/ice/2026-11-20 export.xml.pgp").is_ok());
+    }
+}

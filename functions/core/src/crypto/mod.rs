@@ -1,0 +1,9 @@
+//! OpenPGP: streaming decryption and signature verification (and, for
+//! producers and tests, encryption and signing).
+
+mod pgp_stream;
+
+pub use pgp_stream::{
+    decrypt_verify, encrypt_and_sign, parse_public_key, parse_secret_key, DecryptKeys, Decrypted,
+    SignaturePolicy, SignatureStatus,
+};

@@ -1,0 +1,249 @@
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+
+use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::types::{CompressionAlgorithm, KeyDetails, Password};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, InputError, Place, Result};
+
+/// What to demand of a file's signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignaturePolicy {
+    /// Every file must be signed by the configured signer key.
+    Required,
+    /// Unsigned files pass; a signed file must verify when a signer key is set.
+    #[default]
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureStatus {
+    Verified,
+    Unsigned,
+    /// Signed, but no signer key is configured to check it against.
+    NotChecked,
+}
+
+impl SignatureStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureStatus::Verified => "verified",
+            SignatureStatus::Unsigned => "unsigned",
+            SignatureStatus::NotChecked => "not-checked",
+        }
+    }
+}
+
+pub struct DecryptKeys {
+    pub secret_key: SignedSecretKey,
+    pub passphrase: Password,
+    pub signer: Option<SignedPublicKey>,
+    pub policy: SignaturePolicy,
+}
+
+impl fmt::Debug for DecryptKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptKeys")
+            .field("secret_key", &self.secret_key.fingerprint().to_string())
+            .field(
+                "signer",
+                &self.signer.as_ref().map(|k| k.fingerprint().to_string()),
+            )
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decrypted {
+    pub signature: SignatureStatus,
+    /// The file name stored inside the OpenPGP literal packet, if any.
+    pub inner_name: Option<String>,
+    pub plaintext_bytes: u64,
+}
+
+/// Parses an armored or binary secret key (the passphrase is checked at use).
+pub fn parse_secret_key(text: &str, what: &str) -> Result<SignedSecretKey> {
+    SignedSecretKey::from_reader_single(text.as_bytes())
+        .map(|(key, _)| key)
+        .map_err(|e| Error::Pgp(format!("{what} is not a usable OpenPGP secret key: {e}")))
+}
+
+/// Parses an armored or binary public key.
+pub fn parse_public_key(text: &str, what: &str) -> Result<SignedPublicKey> {
+    SignedPublicKey::from_reader_single(text.as_bytes())
+        .map(|(key, _)| key)
+        .map_err(|e| Error::Pgp(format!("{what} is not a usable OpenPGP public key: {e}")))
+}
+
+/// Counts the ciphertext bytes consumed, to say where a damaged file broke.
+struct CountingReader<R> {
+    inner: R,
+    consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R> fmt::Debug for CountingReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CountingReader")
+    }
+}
+
+/// Decrypts an OpenPGP message (armored or binary, compressed or not) from
+/// `input` into `output`, streaming with bounded memory, and checks its
+/// signature against `keys.policy` once the data has been read.
+///
+/// Plaintext is written *before* the signature can be checked (it trails the
+/// data): on any error the caller must discard what was written.
+pub fn decrypt_verify<R, W>(
+    input: R,
+    file: &str,
+    keys: &DecryptKeys,
+    output: &mut W,
+) -> Result<Decrypted>
+where
+    R: Read + Send,
+    W: Write,
+{
+    if keys.policy == SignaturePolicy::Required && keys.signer.is_none() {
+        return Err(Error::Config(
+            "signature policy is `required` but no signer public key is configured".into(),
+        ));
+    }
+    let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counting = CountingReader {
+        inner: input,
+        consumed: consumed.clone(),
+    };
+    let bad = |reason: String| {
+        let offset = consumed.load(std::sync::atomic::Ordering::Relaxed);
+        InputError::new(file, Place::Offset(offset), reason)
+    };
+    let source = BufReader::with_capacity(64 * 1024, counting);
+    let mut message =
+        open_message(source).map_err(|e| bad(format!("not an OpenPGP message: {e}")))?;
+    if !message.is_encrypted() {
+        return Err(bad("the file is not encrypted; ICE exports always are".into()).into());
+    }
+    message = message
+        .decrypt(&keys.passphrase, &keys.secret_key)
+        .map_err(|e| bad(describe_decrypt_error(&e, keys)))?;
+    while message.is_compressed() {
+        message = message
+            .decompress()
+            .map_err(|e| bad(format!("cannot decompress: {e}")))?;
+    }
+    let inner_name = message
+        .literal_data_header()
+        .map(|h| String::from_utf8_lossy(h.file_name()).into_owned())
+        .filter(|name| !name.is_empty());
+    let plaintext_bytes = copy_plaintext(&mut message, output)
+        .map_err(|e| bad(format!("truncated or corrupt encrypted data: {e}")))?;
+    let signature = check_signature(&message, keys).map_err(|reason| bad(reason))?;
+    Ok(Decrypted {
+        signature,
+        inner_name,
+        plaintext_bytes,
+    })
+}
+
+fn open_message<'a, R: BufRead + fmt::Debug + Send + 'a>(
+    source: R,
+) -> pgp::errors::Result<Message<'a>> {
+    Message::from_reader(source).map(|(message, _)| message)
+}
+
+fn describe_decrypt_error(error: &pgp::errors::Error, keys: &DecryptKeys) -> String {
+    match error {
+        pgp::errors::Error::MissingKey => format!(
+            "not encrypted to our key {} (wrong recipient key?)",
+            keys.secret_key.fingerprint()
+        ),
+        other => format!("cannot decrypt: {other}"),
+    }
+}
+
+fn copy_plaintext<W: Write>(message: &mut Message<'_>, output: &mut W) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = message.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        output.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+fn check_signature(
+    message: &Message<'_>,
+    keys: &DecryptKeys,
+) -> std::result::Result<SignatureStatus, String> {
+    if !message.is_signed() {
+        return match keys.policy {
+            SignaturePolicy::Required => {
+                Err("the file is not signed and the policy requires a signature".into())
+            }
+            SignaturePolicy::Optional => Ok(SignatureStatus::Unsigned),
+        };
+    }
+    let Some(signer) = &keys.signer else {
+        return Ok(SignatureStatus::NotChecked);
+    };
+    let verified = message.verify(signer).is_ok()
+        || signer
+            .public_subkeys
+            .iter()
+            .any(|subkey| message.verify(subkey).is_ok());
+    if verified {
+        Ok(SignatureStatus::Verified)
+    } else {
+        Err(format!(
+            "bad signature: not made by the configured signer key {} over this data",
+            signer.fingerprint()
+        ))
+    }
+}
+
+/// Encrypts `plaintext` to `recipient` (its first encryption-capable subkey),
+/// zlib-compressed, optionally signed: what ICE sends us.
+pub fn encrypt_and_sign<R: Read>(
+    plaintext: R,
+    file_name: &str,
+    recipient: &SignedPublicKey,
+    signer: Option<(&SignedSecretKey, Password)>,
+    output: &mut impl Write,
+) -> Result<()> {
+    let mut rng = rand::thread_rng();
+    let encryption_key = recipient
+        .public_subkeys
+        .iter()
+        .find(|subkey| subkey.algorithm().can_encrypt())
+        .ok_or_else(|| Error::Pgp("recipient key has no encryption subkey".into()))?;
+    let mut builder = MessageBuilder::from_reader(file_name.to_string(), plaintext)
+        .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+    builder.compression(CompressionAlgorithm::ZLIB);
+    if let Some((key, password)) = signer {
+        builder.sign(&key.primary_key, password, HashAlgorithm::Sha256);
+    }
+    builder
+        .encrypt_to_key(&mut rng, encryption_key)
+        .map_err(|e| Error::Pgp(e.to_string()))?;
+    builder
+        .to_writer(&mut rng, output)
+        .map_err(|e| Error::Pgp(e.to_string()))
+}

@@ -1,0 +1,98 @@
+//! The library's error type. Bad input is its own variant so that stages can
+//! tell "quarantine this and go on" apart from "the system is broken, retry".
+
+use std::fmt;
+
+/// Where in a bad input the problem was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The whole file (e.g. it is not an OpenPGP message at all).
+    File,
+    /// 1-based line and column in a text file.
+    LineColumn { line: u64, column: u64 },
+    /// 1-based byte offset in a binary file.
+    Offset(u64),
+    /// A named entry of a container (ZIP entry, XIP item).
+    Entry(String),
+    /// 1-based row of a CSV file, header included.
+    Row(u64),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::File => write!(f, "whole file"),
+            Place::LineColumn { line, column } => write!(f, "line {line}, column {column}"),
+            Place::Offset(offset) => write!(f, "byte {offset}"),
+            Place::Entry(name) => write!(f, "entry {name:?}"),
+            Place::Row(row) => write!(f, "row {row}"),
+        }
+    }
+}
+
+/// Input that can never be processed as it is: it goes to quarantine with this
+/// reason, and the rest of the batch goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {place}: {reason}")]
+pub struct InputError {
+    pub file: String,
+    pub place: Place,
+    pub reason: String,
+}
+
+impl InputError {
+    pub fn new(file: impl Into<String>, place: Place, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            place,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Input(#[from] InputError),
+
+    /// The named secret or one of its fields is missing. Never carries a value.
+    #[error("secret {secret:?}: {problem}")]
+    Secret { secret: String, problem: String },
+
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error("object store: {key}: {reason}")]
+    Store { key: String, reason: String },
+
+    #[error("mailbox {mailbox:?}: {reason}")]
+    Mailbox { mailbox: String, reason: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("OpenPGP: {0}")]
+    Pgp(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn store(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Error::Store {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

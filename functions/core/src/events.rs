@@ -1,0 +1,121 @@
+//! The event shapes that start each stage: S3 object notifications (one per
+//! object written under a stage's input prefix) and the fetch trigger.
+//!
+//! The local runner builds the very same S3 event JSON that AWS delivers and
+//! the stages read keys back through [`object_keys`], so local and Lambda
+//! runs share one code path.
+
+use aws_lambda_events::s3::S3Event;
+use chrono::NaiveDate;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What S3 leaves unescaped in notification keys (space becomes `+`).
+const S3_KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'/')
+    .remove(b'*')
+    .remove(b' ');
+
+/// Encodes a key as S3 does in event notifications.
+pub fn encode_key(key: &str) -> String {
+    utf8_percent_encode(key, S3_KEY_ESCAPE)
+        .to_string()
+        .replace(' ', "+")
+}
+
+/// Decodes a key from an S3 notification (`+` is a space, `%2B` a plus).
+pub fn decode_key(encoded: &str) -> Result<String> {
+    percent_decode_str(&encoded.replace('+', " "))
+        .decode_utf8()
+        .map(|k| k.into_owned())
+        .map_err(|e| Error::Config(format!("S3 event key {encoded:?} is not UTF-8: {e}")))
+}
+
+/// An `ObjectCreated:Put` notification for each key, as S3 sends it.
+pub fn s3_put_event(bucket: &str, keys: &[String]) -> S3Event {
+    let records: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|key| {
+            serde_json::json!({
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "1970-01-01T00:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "local"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "local",
+                    "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                    "object": {"key": encode_key(key), "size": 0}
+                }
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap_or_default()
+}
+
+/// The decoded object keys of an S3 event, in order.
+pub fn object_keys(event: &S3Event) -> Result<Vec<String>> {
+    event
+        .records
+        .iter()
+        .map(|record| {
+            let key = record
+                .s3
+                .object
+                .key
+                .as_deref()
+                .ok_or_else(|| Error::Config("S3 event record without an object key".into()))?;
+            decode_key(key)
+        })
+        .collect()
+}
+
+/// What starts the fetch stage: the daily schedule (an empty object or an
+/// EventBridge event, both mean "everything new") or a manual event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// Backfill: re-fetch files whose modification day is in this range.
+    #[serde(default)]
+    pub since: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    /// Re-fetch these files by name.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_survive_the_s3_event_round_trip() {
+        let keys = vec![
+            "raw/ice/ACME 2026-11-20.xml.pgp".to_string(),
+            "mail/ice/2026-11-20/a+b%c.json".to_string(),
+            "plain/ice/Zoë.xml".to_string(),
+        ];
+        let event = s3_put_event("bucket", &keys);
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains("ACME+2026-11-20.xml.pgp"), "{json}");
+        let back: S3Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(object_keys(&back).unwrap(), keys);
+    }
+
+    #[test]
+    fn decodes_what_aws_sends() {
+        assert_eq!(
+            decode_key("raw/ice/my+file%2B1.pgp").unwrap(),
+            "raw/ice/my file+1.pgp"
+        );
+    }
+}

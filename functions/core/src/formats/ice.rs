@@ -1,0 +1,1365 @@
+//! Streaming reader for ICE Chat XML exports.
+//!
+//! ICE does not publish a schema: `docs/ice-chat-format.md` defines what this
+//! reader accepts. The reader pulls one `<Conversation>` at a time from a
+//! [`BufRead`], so memory holds only the conversation being read (its parsed
+//! events plus its raw bytes, which are kept as `original_xml`).
+//!
+//! Payload unwrapping (PGP, gzip, zip) happens before this reader: it only
+//! reads plain UTF-8 XML.
+
+use std::io::{self, BufRead, Read};
+
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesDecl, BytesRef, BytesStart, Event};
+use quick_xml::Reader;
+
+use crate::error::{InputError, Place};
+use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
+
+/// Name of the root element of an ICE Chat export.
+pub const ROOT: &str = "IceChatExport";
+
+const CONVERSATION: &[u8] = b"Conversation";
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+const DOCTYPE_REFUSED: &str = "DOCTYPE is not allowed (entity expansion / external entities)";
+
+/// Exporters differ on padding and wrap lines, so padding is optional and
+/// whitespace is stripped before decoding (see [`decode_base64`]).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The attributes of the root element.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportHeader {
+    pub firm_code: Option<String>,
+    pub export_date: Option<NaiveDate>,
+    pub version: Option<String>,
+}
+
+/// Iterator over the conversations of one ICE Chat export file.
+///
+/// Yields conversations in document order. After the first error it yields
+/// the error once and then `None` (it is fused): an export with bad input is
+/// quarantined as a whole, but conversations read before the error are
+/// still handed out first.
+pub struct IceReader<R: BufRead> {
+    xml: Reader<Recorder<R>>,
+    file: String,
+    header: Option<ExportHeader>,
+    phase: Phase,
+    /// Id and start line of the conversation being read; while set, the
+    /// recorder keeps every byte (they become `original_xml`).
+    current: Option<(String, u64)>,
+    /// Unknown elements open between the root and the next conversation.
+    wrappers: u64,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the root element.
+    Prolog,
+    /// Inside the root element, between conversations.
+    Root,
+    /// After the root element closed: only whitespace, comments, PIs.
+    Epilogue,
+    Done,
+}
+
+impl<R: BufRead> IceReader<R> {
+    /// `file` names the input in errors (e.g. the object key).
+    pub fn new(reader: R, file: impl Into<String>) -> Self {
+        Self {
+            xml: Reader::from_reader(Recorder::new(reader)),
+            file: file.into(),
+            header: None,
+            phase: Phase::Prolog,
+            current: None,
+            wrappers: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The root element's attributes, once the root element has been read
+    /// (i.e. after the first call to `next()` unless that call failed before).
+    pub fn header(&self) -> Option<&ExportHeader> {
+        self.header.as_ref()
+    }
+
+    fn advance(&mut self) -> Result<Option<Conversation>, InputError> {
+        if self.phase == Phase::Prolog {
+            self.read_prolog()?;
+        }
+        while self.phase == Phase::Root {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Start(tag) if is_conversation(&tag) => {
+                    return self.read_conversation(&tag, at, false).map(Some)
+                }
+                Ev::Empty(tag) if is_conversation(&tag) => {
+                    return self.read_conversation(&tag, at, true).map(Some)
+                }
+                // Unknown elements below the root are read through rather
+                // than skipped, so that a wrapper (e.g. `<Conversations>`)
+                // can never make conversations silently disappear.
+                Ev::Start(_) => self.wrappers += 1,
+                Ev::End if self.wrappers > 0 => self.wrappers -= 1,
+                Ev::End => self.phase = Phase::Epilogue,
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
+            }
+        }
+        if self.phase == Phase::Epilogue {
+            self.read_epilogue()?;
+        }
+        Ok(None)
+    }
+
+    fn read_prolog(&mut self) -> Result<(), InputError> {
+        loop {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Start(tag) => return self.open_root(&tag, at, false),
+                Ev::Empty(tag) => return self.open_root(&tag, at, true),
+                Ev::Text(text) if is_blank(&text) => {}
+                Ev::Text(_) | Ev::End => {
+                    let reason = format!("content before the root element; expected <{ROOT}>");
+                    return Err(self.error_at(at, reason));
+                }
+                Ev::Eof => {
+                    let reason = format!("no <{ROOT}> root element (empty document)");
+                    return Err(self.error_at(at, reason));
+                }
+                Ev::Other => {}
+            }
+        }
+    }
+
+    fn open_root(&mut self, tag: &BytesStart<'_>, at: u64, empty: bool) -> Result<(), InputError> {
+        if tag.name().as_ref() != ROOT.as_bytes() {
+            let found = String::from_utf8_lossy(tag.name().as_ref()).into_owned();
+            let reason = format!("root element is <{found}>, expected <{ROOT}>");
+            return Err(self.error_at(at, reason));
+        }
+        let attrs = self.attributes(tag, at)?;
+        let export_date = match attrs.get("ExportDate") {
+            Some(value) => Some(self.parse_date(value, at)?),
+            None => None,
+        };
+        self.header = Some(ExportHeader {
+            firm_code: attrs.get_owned("FirmCode"),
+            export_date,
+            version: attrs.get_owned("Version"),
+        });
+        // `<IceChatExport .../>` is a valid export without conversations.
+        self.phase = if empty { Phase::Epilogue } else { Phase::Root };
+        Ok(())
+    }
+
+    fn parse_date(&self, value: &str, at: u64) -> Result<NaiveDate, InputError> {
+        NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+            let reason = format!("invalid ExportDate {value:?} (expected YYYY-MM-DD)");
+            self.error_at(at, reason)
+        })
+    }
+
+    fn read_epilogue(&mut self) -> Result<(), InputError> {
+        loop {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Eof => return Ok(()),
+                Ev::Text(text) if is_blank(&text) => {}
+                Ev::Other => {}
+                Ev::Start(_) | Ev::Empty(_) | Ev::End | Ev::Text(_) => {
+                    let reason = format!("content after the end of <{ROOT}>");
+                    return Err(self.error_at(at, reason));
+                }
+            }
+        }
+    }
+
+    fn read_conversation(
+        &mut self,
+        tag: &BytesStart<'_>,
+        at: u64,
+        empty: bool,
+    ) -> Result<Conversation, InputError> {
+        let result = self.conversation(tag, at, empty);
+        self.current = None;
+        result
+    }
+
+    fn conversation(
+        &mut self,
+        tag: &BytesStart<'_>,
+        at: u64,
+        empty: bool,
+    ) -> Result<Conversation, InputError> {
+        let line = self.line_column(at).0;
+        let mut conv = self.conversation_head(tag, at, line)?;
+        self.current = Some((conv.id.clone(), line));
+        if !empty {
+            self.conversation_body(&mut conv, true)?;
+        }
+        let end = self.xml.buffer_position();
+        conv.original_xml = self.xml.get_ref().slice(at, end).to_vec();
+        Ok(conv)
+    }
+
+    fn conversation_head(
+        &self,
+        tag: &BytesStart<'_>,
+        at: u64,
+        line: u64,
+    ) -> Result<Conversation, InputError> {
+        let attrs = self.attributes(tag, at)?;
+        let Some(id) = attrs.get_owned("Id") else {
+            return Err(self.error_at(at, "<Conversation> has no Id attribute"));
+        };
+        let start = match attrs.get("StartTime") {
+            Some(value) => {
+                let owner = format!("<Conversation Id={id:?}>");
+                Some(self.parse_time(value, "StartTime", &owner, at)?)
+            }
+            None => None,
+        };
+        Ok(Conversation {
+            id,
+            kind: attrs.get_owned("Type"),
+            room_name: attrs.get_owned("RoomName"),
+            start,
+            participants: Vec::new(),
+            events: Vec::new(),
+            original_xml: Vec::new(),
+            line,
+        })
+    }
+
+    /// Reads the children of a conversation up to its end tag.
+    /// `<Messages>` / `<Events>` containers are read through, one level deep
+    /// (deeper nesting is skipped as unknown, which also bounds recursion).
+    fn conversation_body(
+        &mut self,
+        conv: &mut Conversation,
+        containers: bool,
+    ) -> Result<(), InputError> {
+        loop {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Start(tag) => self.conversation_child(conv, &tag, at, false, containers)?,
+                Ev::Empty(tag) => self.conversation_child(conv, &tag, at, true, containers)?,
+                Ev::End => return Ok(()),
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Text(_) | Ev::Other => {}
+            }
+        }
+    }
+
+    fn conversation_child(
+        &mut self,
+        conv: &mut Conversation,
+        tag: &BytesStart<'_>,
+        at: u64,
+        empty: bool,
+        containers: bool,
+    ) -> Result<(), InputError> {
+        let name = tag.name();
+        if let Some(kind) = EventName::from_tag(name.as_ref()) {
+            let event = self.chat_event(conv, kind, tag, at, empty)?;
+            conv.events.push(event);
+            return Ok(());
+        }
+        match name.as_ref() {
+            _ if empty => Ok(()),
+            b"Participants" => self.participants(conv),
+            b"Messages" | b"Events" if containers => self.conversation_body(conv, false),
+            _ => self.skip_element(),
+        }
+    }
+
+    fn participants(&mut self, conv: &mut Conversation) -> Result<(), InputError> {
+        loop {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Start(tag) => {
+                    self.participant(conv, &tag, at)?;
+                    self.skip_element()?;
+                }
+                Ev::Empty(tag) => self.participant(conv, &tag, at)?,
+                Ev::End => return Ok(()),
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Text(_) | Ev::Other => {}
+            }
+        }
+    }
+
+    /// Adds a listed `<Participant>`; other elements inside `<Participants>`
+    /// and participants without `ImId` (nothing refers to them) are ignored.
+    fn participant(
+        &self,
+        conv: &mut Conversation,
+        tag: &BytesStart<'_>,
+        at: u64,
+    ) -> Result<(), InputError> {
+        if tag.name().as_ref() != b"Participant" {
+            return Ok(());
+        }
+        let attrs = self.attributes(tag, at)?;
+        let Some(im_id) = attrs.get_owned("ImId") else {
+            return Ok(());
+        };
+        add_listed(
+            conv,
+            Participant {
+                im_id,
+                name: attrs.get_owned("Name"),
+                company: attrs.get_owned("Company"),
+                email: attrs.get_owned("Email"),
+            },
+        );
+        Ok(())
+    }
+
+    fn chat_event(
+        &mut self,
+        conv: &mut Conversation,
+        kind: EventName,
+        tag: &BytesStart<'_>,
+        at: u64,
+        empty: bool,
+    ) -> Result<ChatEvent, InputError> {
+        let attrs = self.attributes(tag, at)?;
+        let label = event_label(kind, &attrs);
+        let time = match attrs.get("Timestamp") {
+            Some(value) => self.parse_time(value, "Timestamp", &label, at)?,
+            None => return Err(self.error_at(at, format!("{label} has no Timestamp"))),
+        };
+        let text = if empty {
+            String::new()
+        } else {
+            self.element_text()?
+        };
+        let im_id = attrs.get_owned("ImId").unwrap_or_default();
+        note_participants(conv, &im_id, &attrs);
+        let kind = match kind {
+            EventName::Message => EventKind::Message { text },
+            EventName::Entered => EventKind::Entered,
+            EventName::Left => EventKind::Left,
+            EventName::Disclaimer => EventKind::Disclaimer { text },
+            EventName::FileTransfer => {
+                EventKind::FileTransfer(self.file_transfer(&attrs, &text, &label, at)?)
+            }
+        };
+        Ok(ChatEvent {
+            id: attrs.get_owned("Id"),
+            time,
+            im_id,
+            kind,
+        })
+    }
+
+    fn file_transfer(
+        &self,
+        attrs: &Attrs,
+        text: &str,
+        label: &str,
+        at: u64,
+    ) -> Result<FileTransfer, InputError> {
+        let content = decode_base64(text)
+            .map_err(|e| self.error_at(at, format!("{label}: content is not valid base64: {e}")))?;
+        if let Some(size) = attrs.get("Size") {
+            self.check_size(size, content.len(), label, at)?;
+        }
+        // A file needs a name for the mail attachment: fall back to the id.
+        let file_name = attrs
+            .get("FileName")
+            .or_else(|| attrs.get("Id"))
+            .unwrap_or("attachment");
+        Ok(FileTransfer {
+            file_name: file_name.to_owned(),
+            content_type: attrs.get_owned("ContentType"),
+            content,
+        })
+    }
+
+    fn check_size(
+        &self,
+        size: &str,
+        actual: usize,
+        label: &str,
+        at: u64,
+    ) -> Result<(), InputError> {
+        let Ok(expected) = size.parse::<u64>() else {
+            let reason = format!("{label}: Size {size:?} is not a whole number of bytes");
+            return Err(self.error_at(at, reason));
+        };
+        if u64::try_from(actual).ok() != Some(expected) {
+            let reason =
+                format!("{label}: Size says {expected} bytes but the content decodes to {actual}");
+            return Err(self.error_at(at, reason));
+        }
+        Ok(())
+    }
+
+    /// The character data directly inside the current element (text, CDATA,
+    /// references), up to its end tag. Child elements are skipped: their
+    /// content survives only in `original_xml`.
+    fn element_text(&mut self) -> Result<String, InputError> {
+        let mut text = String::new();
+        loop {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Text(piece) => text.push_str(&piece),
+                Ev::Start(_) => self.skip_element()?,
+                Ev::End => return Ok(text),
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Empty(_) | Ev::Other => {}
+            }
+        }
+    }
+
+    /// Skips to the end tag of an element whose start tag was just read.
+    /// Iterative, so deep nesting cannot exhaust the stack.
+    fn skip_element(&mut self) -> Result<(), InputError> {
+        let mut depth: u64 = 1;
+        while depth > 0 {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Start(_) => depth += 1,
+                Ev::End => depth -= 1,
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next XML event and returns it owned, with the byte offset
+    /// where it starts. Every event's raw bytes are checked for UTF-8 here, so
+    /// skipped content is validated too.
+    fn next_event(&mut self) -> Result<(Ev, u64), InputError> {
+        let at = self.xml.buffer_position();
+        if self.current.is_none() {
+            // Between conversations nothing before this event is needed again.
+            self.xml.get_mut().forget_before(at);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = self.read_event(&mut buf, at);
+        self.buf = buf;
+        result.map(|ev| (ev, at))
+    }
+
+    fn read_event(&mut self, buf: &mut Vec<u8>, at: u64) -> Result<Ev, InputError> {
+        let event = self
+            .xml
+            .read_event_into(buf)
+            .map_err(|e| self.xml_error(&e))?;
+        self.check_utf8(at)?;
+        match event {
+            Event::Start(tag) => Ok(Ev::Start(tag.into_owned())),
+            Event::Empty(tag) => Ok(Ev::Empty(tag.into_owned())),
+            Event::End(_) => Ok(Ev::End),
+            Event::Text(text) => self.text(text.xml10_content(), at),
+            Event::CData(data) => self.text(data.xml10_content(), at),
+            Event::GeneralRef(reference) => resolve_reference(&reference)
+                .map(Ev::Text)
+                .map_err(|reason| self.error_at(at, reason)),
+            Event::DocType(_) => Err(self.error_at(at, DOCTYPE_REFUSED)),
+            Event::Decl(decl) => check_declared_encoding(&decl)
+                .map(|()| Ev::Other)
+                .map_err(|reason| self.error_at(at, reason)),
+            Event::Comment(_) | Event::PI(_) => Ok(Ev::Other),
+            Event::Eof => Ok(Ev::Eof),
+        }
+    }
+
+    fn text(
+        &self,
+        decoded: Result<std::borrow::Cow<'_, str>, quick_xml::encoding::EncodingError>,
+        at: u64,
+    ) -> Result<Ev, InputError> {
+        decoded
+            .map(|text| Ev::Text(text.into_owned()))
+            .map_err(|e| self.error_at(at, format!("invalid text: {e}")))
+    }
+
+    /// Checks the raw bytes of the event just read. Events end at `<` or `>`,
+    /// so a multi-byte character is never split between two checks.
+    fn check_utf8(&self, at: u64) -> Result<(), InputError> {
+        let end = self.xml.buffer_position();
+        let raw = self.xml.get_ref().slice(at, end);
+        let Err(e) = std::str::from_utf8(raw) else {
+            return Ok(());
+        };
+        if let Some(hint) = packed_hint(at, raw) {
+            return Err(self.error_at(at, hint));
+        }
+        let bad = at.saturating_add(u64::try_from(e.valid_up_to()).unwrap_or(0));
+        Err(self.error_at(bad, "invalid UTF-8: ICE exports must be encoded in UTF-8"))
+    }
+
+    fn attributes(&self, tag: &BytesStart<'_>, at: u64) -> Result<Attrs, InputError> {
+        let decoder = self.xml.decoder();
+        let mut attrs = Vec::new();
+        for attr in tag.attributes() {
+            let attr = attr.map_err(|e| self.attribute_error(&e, at))?;
+            let value = attr
+                .decode_and_unescape_value(decoder)
+                .map_err(|e| self.error_at(at, format!("malformed XML: {e}")))?;
+            attrs.push((attr.key.as_ref().to_vec(), value.into_owned()));
+        }
+        Ok(Attrs(attrs))
+    }
+
+    /// quick-xml counts attribute positions from just after the tag's `<`.
+    fn attribute_error(&self, error: &AttrError, at: u64) -> InputError {
+        use AttrError::*;
+        let (position, problem) = match *error {
+            ExpectedEq(p) => (p, "attribute name must be followed by `=`".to_owned()),
+            ExpectedValue(p) => (p, "`=` must be followed by an attribute value".to_owned()),
+            UnquotedValue(p) => (p, "attribute value must be quoted".to_owned()),
+            ExpectedQuote(p, quote) => (p, format!("missing closing quote `{}`", quote as char)),
+            Duplicated(p, _) => (p, "duplicated attribute".to_owned()),
+        };
+        let offset = u64::try_from(position).unwrap_or(0).saturating_add(1);
+        self.error_at(
+            at.saturating_add(offset),
+            format!("malformed XML: {problem}"),
+        )
+    }
+
+    fn parse_time(
+        &self,
+        value: &str,
+        attribute: &str,
+        owner: &str,
+        at: u64,
+    ) -> Result<DateTime<Utc>, InputError> {
+        parse_time(value).ok_or_else(|| {
+            let reason = format!(
+                "{owner}: invalid {attribute} {value:?} \
+                 (expected RFC 3339, e.g. 2026-11-20T08:01:02Z)"
+            );
+            self.error_at(at, reason)
+        })
+    }
+
+    fn xml_error(&self, error: &quick_xml::Error) -> InputError {
+        let reason = match error {
+            quick_xml::Error::Io(e) => format!("read error: {e}"),
+            other => format!("malformed XML: {other}"),
+        };
+        self.error_at(self.xml.error_position(), reason)
+    }
+
+    fn eof_error(&self, at: u64) -> InputError {
+        let reason = match &self.current {
+            Some((id, line)) => format!(
+                "unexpected end of file inside <Conversation Id=\"{id}\"> (opened at line {line})"
+            ),
+            None => format!("unexpected end of file: <{ROOT}> is not closed"),
+        };
+        self.error_at(at, reason)
+    }
+
+    fn error_at(&self, position: u64, reason: impl Into<String>) -> InputError {
+        let (line, column) = self.line_column(position);
+        InputError::new(
+            self.file.clone(),
+            Place::LineColumn { line, column },
+            reason,
+        )
+    }
+
+    fn line_column(&self, position: u64) -> (u64, u64) {
+        self.xml.get_ref().line_column(position)
+    }
+}
+
+impl<R: BufRead> Iterator for IceReader<R> {
+    type Item = Result<Conversation, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.phase == Phase::Done {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some(conversation)) => Some(Ok(conversation)),
+            Ok(None) => {
+                self.phase = Phase::Done;
+                None
+            }
+            Err(error) => {
+                self.phase = Phase::Done;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+impl<R: BufRead> std::iter::FusedIterator for IceReader<R> {}
+
+/// An XML event, owned so that it does not borrow the reader's buffer.
+enum Ev {
+    Start(BytesStart<'static>),
+    Empty(BytesStart<'static>),
+    End,
+    /// Decoded character data: text, CDATA or one resolved reference.
+    Text(String),
+    /// Declaration, comment, processing instruction.
+    Other,
+    Eof,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventName {
+    Message,
+    Entered,
+    Left,
+    Disclaimer,
+    FileTransfer,
+}
+
+impl EventName {
+    fn from_tag(name: &[u8]) -> Option<Self> {
+        match name {
+            b"Message" => Some(Self::Message),
+            b"Entered" => Some(Self::Entered),
+            b"Left" => Some(Self::Left),
+            b"Disclaimer" => Some(Self::Disclaimer),
+            b"FileTransfer" => Some(Self::FileTransfer),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "Message",
+            Self::Entered => "Entered",
+            Self::Left => "Left",
+            Self::Disclaimer => "Disclaimer",
+            Self::FileTransfer => "FileTransfer",
+        }
+    }
+}
+
+/// Unescaped attribute values by name. Values are trimmed and an empty value
+/// counts as absent, because exporters write `Email=""` for "unknown".
+struct Attrs(Vec<(Vec<u8>, String)>);
+
+impl Attrs {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key.as_slice() == name.as_bytes())
+            .map(|(_, value)| value.trim())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn get_owned(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+}
+
+/// `<Message Id="m-1">` or `<Entered ImId="x">`: names the element in errors.
+fn event_label(kind: EventName, attrs: &Attrs) -> String {
+    let name = kind.as_str();
+    match (attrs.get("Id"), attrs.get("ImId")) {
+        (Some(id), _) => format!("<{name} Id={id:?}>"),
+        (None, Some(im_id)) => format!("<{name} ImId={im_id:?}>"),
+        (None, None) => format!("<{name}>"),
+    }
+}
+
+/// A listed participant. A repeated `ImId` (or one already added from a
+/// message) is merged: listed details win, missing ones are kept.
+fn add_listed(conv: &mut Conversation, listed: Participant) {
+    match conv
+        .participants
+        .iter_mut()
+        .find(|p| p.im_id == listed.im_id)
+    {
+        Some(known) => {
+            known.name = listed.name.or(known.name.take());
+            known.company = listed.company.or(known.company.take());
+            known.email = listed.email.or(known.email.take());
+        }
+        None => conv.participants.push(listed),
+    }
+}
+
+/// Makes sure everyone who acts in or receives an event is a participant,
+/// and fills missing emails from `SenderEmail` / `RecipientEmail`, so that
+/// mapping to mailboxes can rely on `participants` alone.
+fn note_participants(conv: &mut Conversation, im_id: &str, attrs: &Attrs) {
+    involve(conv, im_id, attrs.get("SenderEmail"));
+    if let Some(recipient) = attrs.get("RecipientImId") {
+        involve(conv, recipient, attrs.get("RecipientEmail"));
+    }
+}
+
+fn involve(conv: &mut Conversation, im_id: &str, email: Option<&str>) {
+    if im_id.is_empty() {
+        return;
+    }
+    match conv.participants.iter_mut().find(|p| p.im_id == im_id) {
+        Some(known) => {
+            if known.email.is_none() {
+                known.email = email.map(str::to_owned);
+            }
+        }
+        None => conv.participants.push(Participant {
+            im_id: im_id.to_owned(),
+            email: email.map(str::to_owned),
+            ..Participant::default()
+        }),
+    }
+}
+
+fn is_conversation(tag: &BytesStart<'_>) -> bool {
+    tag.name().as_ref() == CONVERSATION
+}
+
+fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_ascii_whitespace())
+}
+
+/// RFC 3339 with `Z` or an offset, converted to UTC; or a zone-less
+/// `YYYY-MM-DDTHH:MM:SS[.fff]`, which ICE exports use for UTC.
+fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(value) {
+        return Some(time.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|time| time.and_utc())
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    BASE64.decode(compact)
+}
+
+/// Character references, and the five predefined entities. Anything else
+/// would need a DTD, which is refused.
+fn resolve_reference(reference: &BytesRef<'_>) -> Result<String, String> {
+    match reference.resolve_char_ref() {
+        Ok(Some(c)) => return Ok(c.to_string()),
+        Ok(None) => {}
+        Err(e) => return Err(format!("malformed XML: {e}")),
+    }
+    let name = reference
+        .decode()
+        .map_err(|e| format!("malformed XML: {e}"))?;
+    quick_xml::escape::resolve_predefined_entity(&name)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("malformed XML: unknown entity &{name}; (no DTD is allowed)"))
+}
+
+/// The declaration may only announce UTF-8: the reader decodes nothing else.
+fn check_declared_encoding(decl: &BytesDecl<'_>) -> Result<(), String> {
+    match decl.encoding() {
+        None => Ok(()),
+        Some(Ok(name)) if is_utf8_name(&name) => Ok(()),
+        Some(Ok(name)) => Err(format!(
+            "declared encoding {:?} is not supported: ICE exports must be UTF-8",
+            String::from_utf8_lossy(&name)
+        )),
+        Some(Err(e)) => Err(format!("malformed XML declaration: {e}")),
+    }
+}
+
+fn is_utf8_name(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"utf-8") || name.eq_ignore_ascii_case(b"utf8")
+}
+
+/// Compressed payloads reach this reader only by mistake (unwrapping is done
+/// upstream): name the cause instead of reporting garbage as bad UTF-8.
+fn packed_hint(at: u64, raw: &[u8]) -> Option<&'static str> {
+    if at != 0 {
+        None
+    } else if raw.starts_with(b"\x1F\x8B") {
+        Some("input is gzip-compressed: the payload must be unwrapped before XML parsing")
+    } else if raw.starts_with(b"PK\x03\x04") {
+        Some("input is a ZIP archive: the payload must be unwrapped before XML parsing")
+    } else {
+        None
+    }
+}
+
+/// A `BufRead` adapter that keeps a copy of the bytes quick-xml consumes,
+/// from offset `base` on. It gives the exact input of a conversation (for
+/// `original_xml`) and line/column of any kept offset, without holding the
+/// whole file: the reader drops what lies before the current event whenever
+/// it is between conversations.
+///
+/// It also drops a leading UTF-8 BOM itself, because quick-xml skips a BOM
+/// without counting it in its positions, which would shift every offset.
+struct Recorder<R> {
+    inner: R,
+    /// Bytes taken from `inner`, handed out from `pos`.
+    chunk: Vec<u8>,
+    pos: usize,
+    started: bool,
+    /// Consumed bytes from absolute offset `base` on.
+    kept: Vec<u8>,
+    base: u64,
+    /// 1-based line of offset `base`, and characters before it on that line.
+    base_line: u64,
+    base_column: u64,
+}
+
+impl<R: BufRead> Recorder<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            chunk: Vec::new(),
+            pos: 0,
+            started: false,
+            kept: Vec::new(),
+            base: 0,
+            base_line: 1,
+            base_column: 0,
+        }
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        self.chunk.clear();
+        self.pos = 0;
+        self.pull()?;
+        if !self.started {
+            self.started = true;
+            self.drop_bom()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the inner reader's next buffer into `chunk`; returns its length.
+    fn pull(&mut self) -> io::Result<usize> {
+        let data = self.inner.fill_buf()?;
+        let n = data.len();
+        self.chunk.extend_from_slice(data);
+        self.inner.consume(n);
+        Ok(n)
+    }
+
+    fn drop_bom(&mut self) -> io::Result<()> {
+        // The inner reader may hand out fewer than three bytes at a time.
+        while self.chunk.len() < UTF8_BOM.len() && UTF8_BOM.starts_with(&self.chunk) {
+            if self.pull()? == 0 {
+                break;
+            }
+        }
+        if self.chunk.starts_with(UTF8_BOM) {
+            self.pos = UTF8_BOM.len();
+        }
+        Ok(())
+    }
+
+    /// Kept bytes between two absolute offsets (clamped to what is kept).
+    fn slice(&self, from: u64, to: u64) -> &[u8] {
+        let start = self.index(from);
+        let end = self.index(to).max(start);
+        &self.kept[start..end]
+    }
+
+    fn index(&self, offset: u64) -> usize {
+        let relative = offset.saturating_sub(self.base);
+        usize::try_from(relative)
+            .unwrap_or(usize::MAX)
+            .min(self.kept.len())
+    }
+
+    fn forget_before(&mut self, offset: u64) {
+        let cut = self.index(offset);
+        count_lines(
+            &self.kept[..cut],
+            &mut self.base_line,
+            &mut self.base_column,
+        );
+        self.kept.drain(..cut);
+        self.base += u64::try_from(cut).unwrap_or(0);
+    }
+
+    /// 1-based line and column (in characters) of an offset; offsets before
+    /// `base` are reported at `base`.
+    fn line_column(&self, offset: u64) -> (u64, u64) {
+        let (mut line, mut column) = (self.base_line, self.base_column);
+        count_lines(&self.kept[..self.index(offset)], &mut line, &mut column);
+        (line, column + 1)
+    }
+}
+
+/// Advances a line / column count over UTF-8 bytes: a column is a character,
+/// so continuation bytes do not count.
+fn count_lines(bytes: &[u8], line: &mut u64, column: &mut u64) {
+    for &byte in bytes {
+        if byte == b'\n' {
+            *line += 1;
+            *column = 0;
+        } else if byte & 0xC0 != 0x80 {
+            *column += 1;
+        }
+    }
+}
+
+impl<R: BufRead> Read for Recorder<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let data = self.fill_buf()?;
+        let n = data.len().min(out.len());
+        out[..n].copy_from_slice(&data[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Recorder<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.chunk.len() {
+            self.refill()?;
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        let end = self.pos.saturating_add(amount).min(self.chunk.len());
+        self.kept.extend_from_slice(&self.chunk[self.pos..end]);
+        self.pos = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const SAMPLE: &str = include_str!("../../../../examples/ice/sample-export.xml");
+
+    fn read_all(xml: &str) -> Vec<Result<Conversation, InputError>> {
+        IceReader::new(xml.as_bytes(), "test.xml").collect()
+    }
+
+    fn conversations(xml: &str) -> Vec<Conversation> {
+        read_all(xml)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .expect("valid export")
+    }
+
+    /// The first error, with everything yielded before it.
+    fn first_error(xml: &str) -> (usize, InputError) {
+        let results = read_all(xml);
+        let ok = results.iter().take_while(|r| r.is_ok()).count();
+        let error = results.into_iter().find_map(Result::err).expect("an error");
+        (ok, error)
+    }
+
+    fn at(error: &InputError) -> (u64, u64) {
+        match error.place {
+            Place::LineColumn { line, column } => (line, column),
+            ref other => panic!("unexpected place {other:?}"),
+        }
+    }
+
+    fn utc(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, h, m, s)
+            .single()
+            .expect("valid")
+    }
+
+    fn export(body: &str) -> String {
+        format!("<IceChatExport FirmCode=\"ACME\" ExportDate=\"2026-11-20\" Version=\"1\">\n{body}\n</IceChatExport>\n")
+    }
+
+    fn texts(conv: &Conversation) -> Vec<&str> {
+        conv.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Message { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_the_sample() {
+        let mut reader = IceReader::new(SAMPLE.as_bytes(), "sample-export.xml");
+        assert!(reader.header().is_none());
+        let convs: Vec<_> = reader.by_ref().collect::<Result<_, _>>().expect("valid");
+        let header = reader.header().expect("header");
+        assert_eq!(header.firm_code.as_deref(), Some("ACME"));
+        assert_eq!(header.export_date, NaiveDate::from_ymd_opt(2026, 11, 20));
+        assert_eq!(header.version.as_deref(), Some("1"));
+        let ids: Vec<_> = convs.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c-1001", "c-1002", "c-1003"]);
+        assert_eq!(
+            convs.iter().map(|c| c.line).collect::<Vec<_>>(),
+            [4, 13, 32]
+        );
+        check_one_to_one(&convs[0]);
+        check_group(&convs[1]);
+        assert_eq!(texts(&convs[2]), ["Desk huddle at 07:45.", "👍 on my way"]);
+    }
+
+    fn check_one_to_one(conv: &Conversation) {
+        assert_eq!(conv.kind.as_deref(), Some("OneToOne"));
+        assert_eq!(conv.start, Some(utc(8, 0, 0)));
+        assert_eq!(
+            texts(conv),
+            [
+                "Morning Alice, can you check the Bund & Bobl axes?",
+                "Sure, give me 5 min ☺",
+                "Axes: Bund 10y bid <2.41%, Bobl flat",
+            ]
+        );
+        // 09:15:00+01:00 is 08:15:00 UTC.
+        assert_eq!(conv.events[2].time, utc(8, 15, 0));
+        assert_eq!(conv.events[0].id.as_deref(), Some("m-1"));
+        let alice = conv.participant("asmith2").expect("listed");
+        assert_eq!(alice.email.as_deref(), Some("asmith@acme.example"));
+        assert_eq!(alice.name.as_deref(), Some("Alice Smith"));
+    }
+
+    fn check_group(conv: &Conversation) {
+        assert_eq!(conv.room_name.as_deref(), Some("ACME / Globex EUR rates"));
+        let zoe = conv.participant("zmuller7").expect("listed");
+        assert_eq!(zoe.name.as_deref(), Some("Zoë Müller"));
+        let li = conv.participant("lilei88").expect("listed");
+        assert_eq!(li.name.as_deref(), Some("李雷"));
+        assert_eq!(li.email.as_deref(), Some("li.lei@globex.example"));
+        assert!(matches!(conv.events[0].kind, EventKind::Disclaimer { .. }));
+        assert_eq!(conv.events[0].im_id, "");
+        assert_eq!(conv.events[1].kind, EventKind::Entered);
+        assert_eq!(conv.events.last().map(|e| &e.kind), Some(&EventKind::Left));
+        let file = conv
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::FileTransfer(f) => Some(f),
+                _ => None,
+            })
+            .expect("a file transfer");
+        assert_eq!(file.file_name, "levels.txt");
+        assert_eq!(file.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            file.content,
+            b"Indicative EUR 5y IRS mid 2.415%, not an offer.\n"
+        );
+    }
+
+    #[test]
+    fn sample_original_xml_is_exact() {
+        for conv in conversations(SAMPLE) {
+            let raw = std::str::from_utf8(&conv.original_xml).expect("utf-8");
+            assert!(raw.starts_with("<Conversation"), "{raw}");
+            assert!(raw.ends_with("</Conversation>"), "{raw}");
+            assert!(SAMPLE.contains(raw));
+            assert!(raw.contains(&format!("Id=\"{}\"", conv.id)));
+        }
+    }
+
+    #[test]
+    fn small_chunks_and_bom_give_the_same_result() {
+        let expected = conversations(SAMPLE);
+        let with_bom = [UTF8_BOM, SAMPLE.as_bytes()].concat();
+        let reader = io::BufReader::with_capacity(1, with_bom.as_slice());
+        let got: Vec<_> = IceReader::new(reader, "x")
+            .collect::<Result<_, _>>()
+            .expect("valid");
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn unknown_elements_and_attributes_are_kept_not_fatal() {
+        let xml = export(
+            r#"<Extra><Conversation Id="inside-unknown"/></Extra>
+<Conversation Id="c-1" Colour="blue">
+  <Meta><Deep><Deeper/></Deep></Meta>
+  <Participants><Note>x</Note><Participant ImId="a" Name="A" Desk="rates"/></Participants>
+  <Message Id="m-1" ImId="a" Timestamp="2026-11-20T08:00:00Z" Flag="1">hi <Mention>bob</Mention>there</Message>
+  <Reaction ImId="a" Timestamp="2026-11-20T08:00:01Z"/>
+</Conversation>"#,
+        );
+        let convs = conversations(&xml);
+        let ids: Vec<_> = convs.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["inside-unknown", "c-1"], "wrappers are read through");
+        let conv = &convs[1];
+        assert_eq!(conv.participants.len(), 1);
+        assert_eq!(texts(conv), ["hi there"]);
+        let raw = String::from_utf8(conv.original_xml.clone()).expect("utf-8");
+        for kept in [
+            "<Meta><Deep><Deeper/>",
+            "Colour=\"blue\"",
+            "<Mention>bob</Mention>",
+            "<Reaction",
+        ] {
+            assert!(raw.contains(kept), "{kept} missing in {raw}");
+        }
+    }
+
+    #[test]
+    fn doctype_is_refused_with_its_line() {
+        let xml = "<?xml version=\"1.0\"?>\n<!DOCTYPE x [<!ENTITY a \"aaaa\">]>\n<IceChatExport/>";
+        let (ok, error) = first_error(xml);
+        assert_eq!(ok, 0);
+        assert_eq!(error.reason, DOCTYPE_REFUSED);
+        assert_eq!(at(&error), (2, 1));
+        assert_eq!(error.file, "test.xml");
+    }
+
+    #[test]
+    fn doctype_later_in_the_file_comes_after_earlier_conversations() {
+        let xml = export("<Conversation Id=\"c-1\"/>\n  <!DOCTYPE x>");
+        let (ok, error) = first_error(&xml);
+        assert_eq!(ok, 1);
+        assert_eq!(error.reason, DOCTYPE_REFUSED);
+        assert_eq!(at(&error), (3, 3));
+    }
+
+    #[test]
+    fn malformed_xml_reports_line_and_column() {
+        let xml = export(
+            "<Conversation Id=\"c-1\"/>\n<Conversation Id=\"c-2\">\n  <Message Id=\"m\" Timestamp=\"2026-11-20T08:00:00Z\">x</Messag>\n</Conversation>",
+        );
+        let (ok, error) = first_error(&xml);
+        assert_eq!(ok, 1, "c-1 comes first");
+        assert!(
+            error.reason.starts_with("malformed XML"),
+            "{}",
+            error.reason
+        );
+        // The `</` of `</Messag>`.
+        assert_eq!(at(&error), (4, 53));
+    }
+
+    #[test]
+    fn mismatched_end_tag_is_an_error() {
+        let (_, error) = first_error("<IceChatExport><Conversation Id=\"c\"></IceChatExport>");
+        assert!(error.reason.contains("malformed XML"), "{}", error.reason);
+        assert_eq!(at(&error).0, 1);
+    }
+
+    #[test]
+    fn attribute_errors_point_into_the_tag() {
+        let (_, error) = first_error(&export("<Conversation Id=\"c\" Id=\"d\"/>"));
+        assert_eq!(error.reason, "malformed XML: duplicated attribute");
+        assert_eq!(at(&error), (2, 22));
+    }
+
+    #[test]
+    fn missing_timestamp_is_an_error_at_the_element() {
+        let xml = export("<Conversation Id=\"c-1\">\n    <Message Id=\"m-7\" ImId=\"a\">x</Message>\n</Conversation>");
+        let (ok, error) = first_error(&xml);
+        assert_eq!(ok, 0);
+        assert_eq!(error.reason, "<Message Id=\"m-7\"> has no Timestamp");
+        assert_eq!(at(&error), (3, 5));
+    }
+
+    #[test]
+    fn invalid_timestamp_names_the_value() {
+        let xml = export(
+            "<Conversation Id=\"c-1\"><Left ImId=\"a\" Timestamp=\"20/11/2026\"/></Conversation>",
+        );
+        let (_, error) = first_error(&xml);
+        assert!(error.reason.contains("\"20/11/2026\""), "{}", error.reason);
+        assert!(
+            error.reason.contains("<Left ImId=\"a\">"),
+            "{}",
+            error.reason
+        );
+        assert_eq!(at(&error), (2, 24));
+    }
+
+    #[test]
+    fn timestamps_with_offset_or_without_zone_are_utc() {
+        assert_eq!(parse_time("2026-11-20T08:01:02Z"), Some(utc(8, 1, 2)));
+        assert_eq!(parse_time("2026-11-20T09:01:02+01:00"), Some(utc(8, 1, 2)));
+        assert_eq!(parse_time("2026-11-20T08:01:02"), Some(utc(8, 1, 2)));
+        let millis = parse_time("2026-11-20T08:01:02.250").expect("fraction");
+        assert_eq!(millis.timestamp_subsec_millis(), 250);
+        assert_eq!(parse_time("2026-11-20"), None);
+    }
+
+    #[test]
+    fn emails_are_filled_from_sender_and_recipient() {
+        let xml = export(
+            r#"<Conversation Id="c-1">
+  <Participants><Participant ImId="a" Name="A"/><Participant ImId="b" Name="B" Email=""/></Participants>
+  <Message ImId="a" Timestamp="2026-11-20T08:00:00Z" SenderEmail="a@acme.example" RecipientImId="b" RecipientEmail="b@acme.example">x</Message>
+  <Message ImId="c" Timestamp="2026-11-20T08:00:01Z" SenderEmail="c@globex.example" RecipientImId="d">y</Message>
+  <Message ImId="a" Timestamp="2026-11-20T08:00:02Z" SenderEmail="other@acme.example">z</Message>
+</Conversation>"#,
+        );
+        let conv = &conversations(&xml)[0];
+        let email = |id: &str| conv.participant(id).and_then(|p| p.email.clone());
+        assert_eq!(email("a").as_deref(), Some("a@acme.example"));
+        assert_eq!(email("b").as_deref(), Some("b@acme.example"));
+        assert_eq!(email("c").as_deref(), Some("c@globex.example"));
+        assert_eq!(email("d"), None);
+        assert!(conv.participant("d").is_some(), "recipient added");
+        assert_eq!(conv.participants.len(), 4);
+    }
+
+    #[test]
+    fn listed_email_wins_even_when_listed_late() {
+        let xml = export(
+            r#"<Conversation Id="c-1">
+  <Message ImId="a" Timestamp="2026-11-20T08:00:00Z" SenderEmail="alias@acme.example">x</Message>
+  <Participants><Participant ImId="a" Name="A" Email="a@acme.example"/></Participants>
+</Conversation>"#,
+        );
+        let conv = &conversations(&xml)[0];
+        let a = conv.participant("a").expect("a");
+        assert_eq!(a.email.as_deref(), Some("a@acme.example"));
+        assert_eq!(a.name.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn wrapped_messages_and_events_are_read() {
+        let xml = export(
+            r#"<Conversation Id="c-1">
+  <Messages><Message ImId="a" Timestamp="2026-11-20T08:00:00Z">one</Message></Messages>
+  <Events><Entered ImId="b" Timestamp="2026-11-20T08:00:01Z"/><Messages><Message ImId="x" Timestamp="2026-11-20T08:00:02Z">nested too deep</Message></Messages></Events>
+  <Message ImId="a" Timestamp="2026-11-20T08:00:03Z">two</Message>
+</Conversation>"#,
+        );
+        let conv = &conversations(&xml)[0];
+        assert_eq!(texts(conv), ["one", "two"]);
+        assert_eq!(conv.events.len(), 3);
+        assert_eq!(conv.events[1].kind, EventKind::Entered);
+        assert_eq!(conv.events[1].im_id, "b");
+    }
+
+    #[test]
+    fn original_xml_round_trips_exact_bytes() {
+        let conv_xml = "<Conversation Id=\"c-1\"  Type='Group'>\r\n  <!-- note -->\r\n  <Message ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\">a &amp; b &#x263A; <![CDATA[<raw>]]></Message>\r\n</Conversation>";
+        let xml = export(&format!("<Conversation Id=\"c-0\"/>\n{conv_xml}"));
+        let convs = conversations(&xml);
+        assert_eq!(convs[0].original_xml, b"<Conversation Id=\"c-0\"/>");
+        assert_eq!(convs[1].original_xml, conv_xml.as_bytes());
+        assert_eq!(convs[1].line, 3);
+        assert_eq!(texts(&convs[1]), ["a & b ☺ <raw>"]);
+        assert_eq!(convs[1].kind.as_deref(), Some("Group"));
+    }
+
+    #[test]
+    fn gzip_is_not_handled_here() {
+        let gzip = b"\x1F\x8B\x08\x00\x00\x00\x00\x00\x00\x03\xB3\xF1<IceChatExport/>";
+        let results: Vec<_> = IceReader::new(&gzip[..], "export.xml.gz").collect();
+        assert_eq!(results.len(), 1);
+        let error = results[0].as_ref().expect_err("refused");
+        assert!(error.reason.contains("gzip"), "{}", error.reason);
+        assert_eq!(at(error), (1, 1));
+    }
+
+    #[test]
+    fn invalid_utf8_is_named() {
+        let xml = export("<Conversation Id=\"c-1\">\n<Message ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\">caf\u{e9}</Message></Conversation>");
+        let bytes = xml.replace('\u{e9}', "\u{1}").into_bytes();
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .map(|b| if b == 1 { 0xE9 } else { b })
+            .collect();
+        let results: Vec<_> = IceReader::new(bytes.as_slice(), "latin1.xml").collect();
+        let error = results[0].as_ref().expect_err("refused");
+        assert!(error.reason.contains("UTF-8"), "{}", error.reason);
+        assert_eq!(at(error), (3, 55));
+    }
+
+    #[test]
+    fn other_declared_encodings_are_refused() {
+        let (_, error) =
+            first_error("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><IceChatExport/>");
+        assert!(error.reason.contains("ISO-8859-1"), "{}", error.reason);
+    }
+
+    #[test]
+    fn file_transfer_base64_and_size_are_checked() {
+        let ft = |size: &str, body: &str| {
+            export(&format!("<Conversation Id=\"c-1\">\n<FileTransfer Id=\"f-1\" ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\" FileName=\"a.bin\"{size}>{body}</FileTransfer></Conversation>"))
+        };
+        let conv = &conversations(&ft(" Size=\"5\"", "aGVs\n bG8="))[0];
+        let EventKind::FileTransfer(file) = &conv.events[0].kind else {
+            panic!("not a file transfer");
+        };
+        assert_eq!(file.content, b"hello");
+        assert_eq!(conversations(&ft("", "aGVsbG8"))[0].events.len(), 1);
+        let empty = &conversations(&ft(" Size=\"0\"", ""))[0];
+        let EventKind::FileTransfer(file) = &empty.events[0].kind else {
+            panic!("not a file transfer");
+        };
+        assert!(file.content.is_empty());
+        let (_, bad) = first_error(&ft("", "aGVs*bG8="));
+        assert!(bad.reason.contains("base64"), "{}", bad.reason);
+        assert_eq!(at(&bad), (3, 1));
+        let (_, size) = first_error(&ft(" Size=\"6\"", "aGVsbG8="));
+        assert!(size.reason.contains("Size says 6"), "{}", size.reason);
+    }
+
+    #[test]
+    fn wrong_root_and_missing_id_are_errors() {
+        let (_, root) = first_error("<?xml version=\"1.0\"?>\n<Export/>");
+        assert_eq!(
+            root.reason,
+            "root element is <Export>, expected <IceChatExport>"
+        );
+        assert_eq!(at(&root), (2, 1));
+        let (_, id) = first_error(&export("<Conversation Type=\"Group\"/>"));
+        assert_eq!(id.reason, "<Conversation> has no Id attribute");
+        assert_eq!(at(&id), (2, 1));
+    }
+
+    #[test]
+    fn zero_conversations_is_valid() {
+        for xml in [
+            "<IceChatExport FirmCode=\"ACME\"/>",
+            &export("<!-- nothing today -->"),
+        ] {
+            let mut reader = IceReader::new(xml.as_bytes(), "empty.xml");
+            assert!(reader.next().is_none());
+            let header = reader.header().expect("header");
+            assert_eq!(header.firm_code.as_deref(), Some("ACME"));
+        }
+    }
+
+    #[test]
+    fn eof_inside_a_conversation_is_an_error_and_the_reader_is_fused() {
+        let xml = "<IceChatExport>\n<Conversation Id=\"c-1\"/>\n<Conversation Id=\"c-2\">\n<Message ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\">cut";
+        let mut reader = IceReader::new(xml.as_bytes(), "cut.xml");
+        assert!(matches!(reader.next(), Some(Ok(_))));
+        let error = reader.next().expect("item").expect_err("eof");
+        assert!(error.reason.contains("c-2"), "{}", error.reason);
+        assert!(error.reason.contains("end of file"), "{}", error.reason);
+        assert!(reader.next().is_none());
+        assert!(reader.next().is_none());
+    }
+
+    #[test]
+    fn unclosed_root_and_trailing_content_are_errors() {
+        let (ok, open) = first_error("<IceChatExport>\n<Conversation Id=\"c-1\"/>\n");
+        assert_eq!(ok, 1);
+        assert!(open.reason.contains("not closed"), "{}", open.reason);
+        let (_, trailing) = first_error("<IceChatExport/>\n<IceChatExport/>");
+        assert!(
+            trailing.reason.contains("after the end"),
+            "{}",
+            trailing.reason
+        );
+        assert_eq!(at(&trailing), (2, 1));
+    }
+
+    #[test]
+    fn unknown_entities_are_refused() {
+        let xml = export("<Conversation Id=\"c-1\"><Message ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\">&nbsp;</Message></Conversation>");
+        let (_, error) = first_error(&xml);
+        assert!(error.reason.contains("&nbsp;"), "{}", error.reason);
+    }
+}

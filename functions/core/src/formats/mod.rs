@@ -1,0 +1,4 @@
+//! Source formats: how export files are laid out and parsed.
+
+pub mod ice;
+pub mod payload;

@@ -1,0 +1,294 @@
+//! From chat to mail: splits a conversation into mails (per day or per
+//! message), renders transcripts, and builds RFC 5322 messages.
+
+mod headers;
+mod transcript;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use mail_builder::headers::text::Text;
+use mail_builder::MessageBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConnectorConfig, Granularity};
+use crate::error::{Error, Result};
+use crate::model::{ChatEvent, Conversation, EventKind, Participant};
+
+pub use headers::{address_or_placeholder, is_plausible_address, one_line};
+
+/// Where a mail came from, down to the exact raw file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The raw object the data arrived in (`raw/...`).
+    pub raw_key: String,
+    pub raw_sha256: String,
+    /// The decrypted object that was parsed (`plain/...`).
+    pub plain_key: String,
+    pub plain_sha256: String,
+    /// The document inside the payload (`file` or `file!entry`) and the line
+    /// of the conversation in it.
+    pub document: String,
+    pub line: u64,
+}
+
+/// What the import stage needs to know about a mail without parsing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSidecar {
+    pub connector: String,
+    pub item_id: String,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub day: NaiveDate,
+    pub conversation_id: String,
+    pub internal_date: DateTime<Utc>,
+    pub folder: String,
+    pub participants: Vec<Participant>,
+    /// The ImIds that acted in this mail (sent, joined, left...).
+    pub active_im_ids: Vec<String>,
+    pub lineage: Lineage,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuiltMail {
+    pub sidecar: MailSidecar,
+    pub raw: Vec<u8>,
+}
+
+/// The stable id of an item: same conversation and day (or message) gives
+/// the same id in every run, whatever file it came from.
+pub fn item_id(connector: &str, parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(connector.as_bytes());
+    for part in parts {
+        hasher.update([0u8]);
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+pub fn message_id(connector: &str, item_id: &str) -> String {
+    format!("{item_id}@{connector}.chat-archive")
+}
+
+/// One mail's share of a conversation.
+struct Slice<'a> {
+    key_parts: Vec<String>,
+    day: NaiveDate,
+    events: Vec<&'a ChatEvent>,
+}
+
+/// Builds every mail of a conversation. `fallback_day` dates a conversation
+/// that has no timed event at all (the export's day).
+pub fn build_mails(
+    conversation: &Conversation,
+    config: &ConnectorConfig,
+    lineage: &Lineage,
+    fallback_day: NaiveDate,
+) -> Result<Vec<BuiltMail>> {
+    let slices = match config.granularity {
+        Granularity::ConversationDay => slice_by_day(conversation, fallback_day),
+        Granularity::Message => slice_by_message(conversation, fallback_day),
+    };
+    slices
+        .into_iter()
+        .map(|slice| build_one(conversation, config, lineage, slice))
+        .collect()
+}
+
+fn slice_by_day(conversation: &Conversation, fallback_day: NaiveDate) -> Vec<Slice<'_>> {
+    let mut slices: Vec<Slice<'_>> = Vec::new();
+    for event in &conversation.events {
+        let day = event.time.date_naive();
+        match slices.iter_mut().find(|s| s.day == day) {
+            Some(slice) => slice.events.push(event),
+            None => slices.push(Slice {
+                key_parts: vec![conversation.id.clone(), day.to_string()],
+                day,
+                events: vec![event],
+            }),
+        }
+    }
+    if slices.is_empty() {
+        let day = conversation
+            .start
+            .map(|t| t.date_naive())
+            .unwrap_or(fallback_day);
+        slices.push(Slice {
+            key_parts: vec![conversation.id.clone(), day.to_string()],
+            day,
+            events: Vec::new(),
+        });
+    }
+    slices.sort_by_key(|s| s.day);
+    slices
+}
+
+/// One mail per message or file transfer; joins, leaves and disclaimers ride
+/// with the next message (trailing ones with the last).
+fn slice_by_message(conversation: &Conversation, fallback_day: NaiveDate) -> Vec<Slice<'_>> {
+    let mut slices: Vec<Slice<'_>> = Vec::new();
+    let mut pending: Vec<&ChatEvent> = Vec::new();
+    for (index, event) in conversation.events.iter().enumerate() {
+        pending.push(event);
+        if matches!(
+            event.kind,
+            EventKind::Message { .. } | EventKind::FileTransfer(_)
+        ) {
+            let event_key = event
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}|{}|{index}", event.time.to_rfc3339(), event.im_id));
+            slices.push(Slice {
+                key_parts: vec![conversation.id.clone(), "message".into(), event_key],
+                day: event.time.date_naive(),
+                events: std::mem::take(&mut pending),
+            });
+        }
+    }
+    match slices.last_mut() {
+        Some(last) => last.events.append(&mut pending),
+        None => return slice_by_day(conversation, fallback_day),
+    }
+    slices
+}
+
+fn build_one(
+    conversation: &Conversation,
+    config: &ConnectorConfig,
+    lineage: &Lineage,
+    slice: Slice<'_>,
+) -> Result<BuiltMail> {
+    let parts: Vec<&str> = slice.key_parts.iter().map(String::as_str).collect();
+    let item_id = item_id(&config.name, &parts);
+    let message_id = message_id(&config.name, &item_id);
+    let internal_date = slice
+        .events
+        .first()
+        .map(|e| e.time)
+        .or(conversation.start)
+        .unwrap_or_else(|| slice.day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    let transcript = transcript::Transcript {
+        conversation,
+        events: &slice.events,
+        day: slice.day,
+        source_label: &config.source_label,
+        disclaimer: &config.disclaimer,
+    };
+    let mut active: Vec<String> = slice
+        .events
+        .iter()
+        .map(|e| e.im_id.clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    active.sort();
+    active.dedup();
+
+    let raw = render(
+        conversation,
+        config,
+        &slice,
+        &transcript,
+        &message_id,
+        internal_date,
+        lineage,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("building mail for conversation {}", conversation.id),
+            e,
+        )
+    })?;
+    Ok(BuiltMail {
+        sidecar: MailSidecar {
+            connector: config.name.clone(),
+            item_id,
+            message_id,
+            day: slice.day,
+            conversation_id: conversation.id.clone(),
+            internal_date,
+            folder: config.folder.clone(),
+            participants: conversation.participants.clone(),
+            active_im_ids: active,
+            lineage: lineage.clone(),
+        },
+        raw,
+    })
+}
+
+fn render(
+    conversation: &Conversation,
+    config: &ConnectorConfig,
+    slice: &Slice<'_>,
+    transcript: &transcript::Transcript<'_>,
+    message_id: &str,
+    internal_date: DateTime<Utc>,
+    lineage: &Lineage,
+) -> std::io::Result<Vec<u8>> {
+    let sender = slice
+        .events
+        .iter()
+        .find(|e| {
+            matches!(
+                e.kind,
+                EventKind::Message { .. } | EventKind::FileTransfer(_)
+            )
+        })
+        .and_then(|e| conversation.participant(&e.im_id))
+        .or_else(|| conversation.participants.first());
+    let recipients: Vec<_> = conversation
+        .participants
+        .iter()
+        .filter(|p| Some(*p) != sender)
+        .map(|p| headers::mailbox_address(p, &config.name))
+        .collect();
+
+    let mut builder = MessageBuilder::new()
+        .message_id(message_id.to_string())
+        .subject(headers::subject(
+            conversation,
+            &config.source_label,
+            slice.day,
+        ))
+        .date(internal_date.timestamp())
+        .header("X-Chat-Source", Text::new(one_line(&config.source_label)))
+        .header(
+            "X-Chat-Conversation-Id",
+            Text::new(one_line(&conversation.id)),
+        )
+        .header("X-Chat-Day", Text::new(slice.day.to_string()))
+        .header("X-Chat-Source-File", Text::new(one_line(&lineage.raw_key)))
+        .header(
+            "X-Chat-Source-SHA256",
+            Text::new(lineage.raw_sha256.clone()),
+        )
+        .headers(
+            "X-Chat-Participant",
+            conversation
+                .participants
+                .iter()
+                .map(headers::participant_header),
+        )
+        .text_body(transcript.text())
+        .html_body(transcript.html());
+    if let Some(sender) = sender {
+        builder = builder.from(headers::mailbox_address(sender, &config.name));
+    }
+    if !recipients.is_empty() {
+        builder = builder.to(recipients);
+    }
+    for event in &slice.events {
+        if let EventKind::FileTransfer(file) = &event.kind {
+            builder = builder.attachment(
+                headers::content_type(file.content_type.as_deref()),
+                headers::file_name(&file.file_name),
+                file.content.as_slice(),
+            );
+        }
+    }
+    builder = builder.attachment(
+        "application/xml",
+        format!("conversation-{}.xml", headers::file_name(&conversation.id)),
+        conversation.original_xml.as_slice(),
+    );
+    builder.write_to_vec()
+}

@@ -1,0 +1,70 @@
+//! The chat data model shared by every source format and the mail builder.
+//!
+//! A parser turns its input into [`Conversation`]s; the mail builder turns a
+//! conversation (or one day / one message of it) into an RFC 5322 message.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One participant of a conversation, as the source names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The user's id on the chat network (ICE: `ImId`).
+    pub im_id: String,
+    pub name: Option<String>,
+    pub company: Option<String>,
+    /// The address the source gives for the user (ICE: `SenderEmail` /
+    /// `RecipientEmail` / `Email`; XIP: the `Email` property).
+    pub email: Option<String>,
+}
+
+/// A file sent in the conversation. The content is kept whole: no size limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTransfer {
+    pub file_name: String,
+    pub content_type: Option<String>,
+    pub content: Vec<u8>,
+}
+
+/// What happened at one point of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Message { text: String },
+    Entered,
+    Left,
+    Disclaimer { text: String },
+    FileTransfer(FileTransfer),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatEvent {
+    /// The source's id for the event, when it has one (ICE: `Message/@Id`).
+    pub id: Option<String>,
+    pub time: DateTime<Utc>,
+    /// The acting user's ImId; empty for system events (e.g. a room disclaimer).
+    pub im_id: String,
+    pub kind: EventKind,
+}
+
+/// One conversation (a one-to-one chat or a room) as found in one export file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    /// `OneToOne`, `Group`, `PersistentChat`, ... as the source says it.
+    pub kind: Option<String>,
+    pub room_name: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub participants: Vec<Participant>,
+    pub events: Vec<ChatEvent>,
+    /// The conversation's own XML, as read, attached to every mail built from
+    /// it so that conversion loses nothing (unknown elements included).
+    pub original_xml: Vec<u8>,
+    /// 1-based line of the conversation's start tag in its source file.
+    pub line: u64,
+}
+
+impl Conversation {
+    pub fn participant(&self, im_id: &str) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.im_id == im_id)
+    }
+}

@@ -1,0 +1,311 @@
+//! The whole pipeline in one process: fetch, then every raw object through
+//! decrypt -> convert -> import, each stage started by the same S3 event JSON
+//! that AWS would deliver to its Lambda function.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lambda_events::s3::S3Event;
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::{DropDirectory, LocalStore, MaildirSink, SecretsFile};
+use crate::config::Settings;
+use crate::crypto::DecryptKeys;
+use crate::error::{Error, InputError, Result};
+use crate::events::{object_keys, s3_put_event, FetchRequest};
+use crate::mapping::{Mapper, MappingTable};
+use crate::ports::{MailboxSink, Metadata, SecretStore, Source};
+use crate::stages::{self, convert, decrypt, fetch, import, Context, Stage};
+use crate::status::{self, DayStatus, ItemRecord, ItemState};
+
+/// Where the embedded defaults keep everything, under one data directory.
+#[derive(Debug, Clone)]
+pub struct LocalLayout {
+    pub data_dir: PathBuf,
+}
+
+impl LocalLayout {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+        }
+    }
+    pub fn store(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.data_dir.join("secrets.json")
+    }
+    pub fn mailboxes(&self) -> PathBuf {
+        self.data_dir.join("mailboxes")
+    }
+    pub fn drop_dir(&self) -> PathBuf {
+        self.data_dir.join("drop")
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.data_dir.join("config.toml")
+    }
+}
+
+/// Progress callbacks for long runs (the CLI draws a bar from them).
+pub trait Progress: Send + Sync {
+    fn fetched(&self, _files: usize) {}
+    fn files_to_process(&self, _files: usize) {}
+    fn file_started(&self, _key: &str) {}
+    fn file_done(&self, _key: &str) {}
+    fn mail_imported(&self, _record: &ItemRecord) {}
+}
+
+/// No progress reporting.
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub fetched: Vec<String>,
+    pub processed_files: Vec<String>,
+    pub quarantined: Vec<(String, InputError)>,
+    pub mails: usize,
+    pub days: Vec<DayStatus>,
+}
+
+/// What one stage did with one object.
+#[derive(Debug, Clone)]
+pub enum StageResult {
+    Decrypted(decrypt::DecryptOutcome),
+    Converted(convert::ConvertOutcome),
+    Imported(ItemRecord),
+}
+
+/// Marks a raw object as carried through every stage, with the digest it had.
+#[derive(Serialize, Deserialize)]
+struct DoneMarker {
+    raw_key: String,
+    sha256: String,
+}
+
+pub struct Pipeline {
+    pub ctx: Context,
+    pub secrets: Arc<dyn SecretStore>,
+    pub sink: Arc<dyn MailboxSink>,
+    pub source: Arc<dyn Source>,
+    /// The bucket name put in events (any name works locally).
+    pub bucket: String,
+}
+
+impl Pipeline {
+    /// The embedded defaults: everything under one local data directory.
+    pub fn local(layout: &LocalLayout) -> Result<Self> {
+        let settings = Settings::load(&layout.settings())?;
+        Ok(Self {
+            ctx: Context {
+                store: Arc::new(LocalStore::new(layout.store())),
+                config: settings.ice,
+            },
+            secrets: Arc::new(SecretsFile::new(layout.secrets())),
+            sink: Arc::new(MaildirSink::new(layout.mailboxes())),
+            source: Arc::new(DropDirectory::new(layout.drop_dir())),
+            bucket: "local".into(),
+        })
+    }
+
+    pub async fn decrypt_keys(&self) -> Result<Arc<DecryptKeys>> {
+        let secret = self.secrets.load(&self.ctx.config.name).await?;
+        Ok(Arc::new(decrypt::keys_from_secret(
+            &secret,
+            self.ctx.config.signature_policy,
+        )?))
+    }
+
+    fn done_key(&self, raw_key: &str) -> String {
+        let id = crate::mail::item_id(&self.ctx.config.name, &["done", raw_key]);
+        format!("state/{}/done/{id}.json", self.ctx.config.name)
+    }
+
+    /// Raw objects not yet carried through (new, changed, or left half-way by
+    /// an interrupted run).
+    pub async fn pending_raw_keys(&self) -> Result<Vec<String>> {
+        let store = self.ctx.store.as_ref();
+        let mut pending = Vec::new();
+        for key in store
+            .list(&format!("raw/{}/", self.ctx.config.name))
+            .await?
+        {
+            let Some(info) = store.head(&key).await? else {
+                continue;
+            };
+            let done_key = self.done_key(&key);
+            let done = match store.head(&done_key).await? {
+                Some(_) => serde_json::from_slice::<DoneMarker>(&store.get_bytes(&done_key).await?)
+                    .is_ok_and(|m| m.sha256 == info.sha256),
+                None => false,
+            };
+            if !done {
+                pending.push(key);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Runs one stage for every object named in an S3 event: the single entry
+    /// point for local runs, test events and (through the Lambda binaries) AWS.
+    pub async fn handle_s3_event(
+        &self,
+        event: &S3Event,
+        keys: Option<&Arc<DecryptKeys>>,
+        mapper: &mut Mapper<'_>,
+    ) -> Result<Vec<StageResult>> {
+        let mut results = Vec::new();
+        for key in object_keys(event)? {
+            let result = match Stage::for_key(&key) {
+                Some(Stage::Decrypt) => {
+                    let keys = keys
+                        .ok_or_else(|| Error::Config("decryption keys were not loaded".into()))?;
+                    StageResult::Decrypted(decrypt::run(&self.ctx, keys, &key).await?)
+                }
+                Some(Stage::Convert) => {
+                    StageResult::Converted(convert::run(&self.ctx, &key).await?)
+                }
+                Some(Stage::Import) => StageResult::Imported(
+                    import::run(&self.ctx, mapper, self.sink.as_ref(), &key).await?,
+                ),
+                None => {
+                    tracing::debug!(key, "no stage consumes this object");
+                    continue;
+                }
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    /// Carries one raw object through decrypt, convert and import, event by event.
+    async fn process_raw(
+        &self,
+        raw_key: &str,
+        keys: &Arc<DecryptKeys>,
+        mapper: &mut Mapper<'_>,
+        progress: &dyn Progress,
+        summary: &mut RunSummary,
+        days: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let mut queue = vec![raw_key.to_string()];
+        while let Some(key) = queue.pop() {
+            let event = s3_put_event(&self.bucket, std::slice::from_ref(&key));
+            for result in self.handle_s3_event(&event, Some(keys), mapper).await? {
+                match result {
+                    StageResult::Decrypted(decrypt::DecryptOutcome::Decrypted {
+                        plain_key,
+                        ..
+                    }) => queue.push(plain_key),
+                    StageResult::Decrypted(decrypt::DecryptOutcome::Quarantined {
+                        error, ..
+                    }) => {
+                        days.insert(status::day_label(status::day_from_file_name(&key)));
+                        summary.quarantined.push((key.clone(), error));
+                    }
+                    StageResult::Converted(outcome) => {
+                        days.insert(outcome.day.clone());
+                        if let Some((_, error)) = outcome.quarantined {
+                            summary.quarantined.push((key.clone(), error));
+                        }
+                        summary.mails += outcome.sidecars.len();
+                        // Reverse so that the pop order is the file order.
+                        queue.extend(outcome.sidecars.into_iter().rev());
+                    }
+                    StageResult::Imported(record) => {
+                        days.insert(record.day.clone());
+                        progress.mail_imported(&record);
+                    }
+                }
+            }
+        }
+        let info = self
+            .ctx
+            .store
+            .head(raw_key)
+            .await?
+            .ok_or_else(|| Error::store(raw_key, "vanished during processing"))?;
+        let marker = DoneMarker {
+            raw_key: raw_key.to_string(),
+            sha256: info.sha256,
+        };
+        let json = serde_json::to_vec(&marker).map_err(|e| Error::Config(e.to_string()))?;
+        self.ctx
+            .store
+            .put_bytes(&self.done_key(raw_key), json, &Metadata::new())
+            .await?;
+        Ok(())
+    }
+
+    /// The whole local run: fetch, process everything pending, rebuild the
+    /// status log of every day touched.
+    pub async fn run(&self, request: &FetchRequest, progress: &dyn Progress) -> Result<RunSummary> {
+        self.ctx.config.check()?;
+        let mut summary = RunSummary {
+            fetched: fetch::run(&self.ctx, self.source.as_ref(), request)
+                .await?
+                .fetched,
+            ..Default::default()
+        };
+        progress.fetched(summary.fetched.len());
+        let pending = self.pending_raw_keys().await?;
+        progress.files_to_process(pending.len());
+        let mut days = BTreeSet::new();
+        if !pending.is_empty() {
+            let keys = self.decrypt_keys().await?;
+            let table: MappingTable = import::load_mapping(&self.ctx).await?;
+            let mut mapper = Mapper::new(&self.ctx.config, &table, self.sink.as_ref());
+            for raw_key in &pending {
+                progress.file_started(raw_key);
+                self.process_raw(
+                    raw_key,
+                    &keys,
+                    &mut mapper,
+                    progress,
+                    &mut summary,
+                    &mut days,
+                )
+                .await?;
+                progress.file_done(raw_key);
+            }
+        }
+        summary.processed_files = pending;
+        for day in days {
+            summary.days.push(
+                status::rebuild_day(self.ctx.store.as_ref(), &self.ctx.config.name, &day).await?,
+            );
+        }
+        Ok(summary)
+    }
+}
+
+/// Counts of a run's mails by final state, for summaries.
+pub fn count_states(days: &[DayStatus]) -> (u64, u64, u64, u64, u64) {
+    days.iter().fold((0, 0, 0, 0, 0), |acc, d| {
+        (
+            acc.0 + d.imported,
+            acc.1 + d.partially_imported,
+            acc.2 + d.skipped_duplicates,
+            acc.3 + d.failed,
+            acc.4 + d.pending,
+        )
+    })
+}
+
+/// Whether a state means the item reached at least one mailbox.
+pub fn reached_a_mailbox(state: ItemState) -> bool {
+    matches!(
+        state,
+        ItemState::Imported | ItemState::PartiallyImported | ItemState::SkippedDuplicate
+    )
+}
+
+/// Re-exported for callers that only know the stages module path.
+pub use stages::keys as object_keys_layout;
+
+/// Whether a path looks like a data directory made by this tool.
+pub fn is_data_dir(path: &Path) -> bool {
+    path.join("store").is_dir() || path.join("secrets.json").is_file()
+}

@@ -1,0 +1,64 @@
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::{Error, Result};
+
+/// User metadata of an object (lineage: source key, SHA-256 of the input...).
+/// Keys are lower-case ASCII; values are ASCII (S3 restricts both).
+pub type Metadata = BTreeMap<String, String>;
+
+/// A body being read from or written to the store.
+///
+/// A body whose stream ends with an error is never committed: `put` discards
+/// what it received, so a stage can abort a write half-way (e.g. when a
+/// signature turns out to be bad at the end of the data).
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub metadata: Metadata,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Streams an object's body.
+    async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)>;
+
+    /// Describes an object, or `None` when there is no such object.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+
+    /// Writes an object from a stream, atomically: readers see the whole new
+    /// object or the old one, never a part. The SHA-256 and size of the body
+    /// are computed on the way and returned.
+    async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo>;
+
+    /// Keys under a prefix, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let (mut body, info) = self.get(key).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
+        body.read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        Ok(bytes)
+    }
+
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+    ) -> Result<ObjectInfo> {
+        let body: ByteStream = Box::pin(std::io::Cursor::new(bytes));
+        self.put(key, body, metadata).await
+    }
+}

@@ -1,0 +1,120 @@
+//! The four stages. Each reads one object (or, for fetch, one trigger) and
+//! writes objects under the next prefix; keys derive from the source, never
+//! from the clock, so a replay overwrites instead of duplicating.
+//!
+//! ```text
+//! raw/<c>/<file>            --decrypt-->  plain/<c>/<file without .pgp>
+//! plain/<c>/<file>          --convert-->  mail/<c>/<day>/<item>.eml + .json
+//! mail/<c>/<day>/<item>.json --import-->  mailboxes + reports/<c>/<day>/items/<item>.json
+//! ```
+
+pub mod convert;
+pub mod decrypt;
+pub mod fetch;
+pub mod import;
+mod pipe;
+mod quarantine;
+
+use std::sync::Arc;
+
+use crate::config::ConnectorConfig;
+use crate::ports::ObjectStore;
+
+pub use quarantine::quarantine;
+
+/// What every stage needs: where objects live and how the connector is set up.
+#[derive(Clone)]
+pub struct Context {
+    pub store: Arc<dyn ObjectStore>,
+    pub config: ConnectorConfig,
+}
+
+/// Which stage consumes an object, judged by its key (as S3 notification
+/// prefix/suffix filters do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Decrypt,
+    Convert,
+    Import,
+}
+
+impl Stage {
+    pub fn for_key(key: &str) -> Option<Stage> {
+        if key.starts_with("raw/") {
+            Some(Stage::Decrypt)
+        } else if key.starts_with("plain/") {
+            Some(Stage::Convert)
+        } else if key.starts_with("mail/") && key.ends_with(".json") {
+            Some(Stage::Import)
+        } else {
+            None
+        }
+    }
+}
+
+/// Object key layout, in one place.
+pub mod keys {
+    pub fn raw(connector: &str, file_name: &str) -> String {
+        format!("raw/{connector}/{file_name}")
+    }
+
+    /// `raw/ice/x.xml.pgp` -> `plain/ice/x.xml`.
+    pub fn plain_for_raw(raw_key: &str) -> String {
+        let rest = raw_key.strip_prefix("raw/").unwrap_or(raw_key);
+        let lower = rest.to_ascii_lowercase();
+        let stem = [".pgp", ".gpg", ".asc"]
+            .iter()
+            .find(|ext| lower.ends_with(*ext))
+            .map(|ext| &rest[..rest.len() - ext.len()])
+            .unwrap_or(rest);
+        format!("plain/{stem}")
+    }
+
+    pub fn mail(connector: &str, day: &str, item_id: &str) -> String {
+        format!("mail/{connector}/{day}/{item_id}.eml")
+    }
+
+    pub fn sidecar(connector: &str, day: &str, item_id: &str) -> String {
+        format!("mail/{connector}/{day}/{item_id}.json")
+    }
+
+    pub fn checkpoint(connector: &str) -> String {
+        format!("state/{connector}/checkpoint.json")
+    }
+
+    /// The connector a stage object belongs to (`raw/ice/...` -> `ice`).
+    pub fn connector_of(key: &str) -> Option<&str> {
+        key.split('/').nth(1)
+    }
+}
+
+/// Metadata names used for lineage on every object.
+pub mod lineage {
+    pub const SOURCE_KEY: &str = "source-key";
+    pub const SOURCE_SHA256: &str = "source-sha256";
+    pub const RAW_KEY: &str = "raw-key";
+    pub const RAW_SHA256: &str = "raw-sha256";
+    pub const SIGNATURE: &str = "signature";
+    pub const STAGE: &str = "stage";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_route_to_their_stage() {
+        assert_eq!(Stage::for_key("raw/ice/a.pgp"), Some(Stage::Decrypt));
+        assert_eq!(Stage::for_key("plain/ice/a.xml"), Some(Stage::Convert));
+        assert_eq!(
+            Stage::for_key("mail/ice/2026-11-20/x.json"),
+            Some(Stage::Import)
+        );
+        assert_eq!(Stage::for_key("mail/ice/2026-11-20/x.eml"), None);
+        assert_eq!(
+            keys::plain_for_raw("raw/ice/ACME_20261120.xml.PGP"),
+            "plain/ice/ACME_20261120.xml"
+        );
+        assert_eq!(keys::plain_for_raw("raw/ice/x.zip"), "plain/ice/x.zip");
+    }
+}

@@ -1,0 +1,47 @@
+//! Quarantine: bad input is copied to `quarantine/<original key>` with a
+//! machine-readable `<original key>.reason.json` beside it. Nothing is
+//! dropped silently; the original stays where it was for the audit trail.
+
+use serde::Serialize;
+
+use crate::error::{InputError, Result};
+use crate::ports::{Metadata, ObjectStore};
+
+#[derive(Serialize)]
+struct Reason<'a> {
+    key: &'a str,
+    stage: &'a str,
+    file: &'a str,
+    place: String,
+    reason: &'a str,
+    error: String,
+}
+
+/// Returns the quarantine key of the copy.
+pub async fn quarantine(
+    store: &dyn ObjectStore,
+    key: &str,
+    stage: &str,
+    error: &InputError,
+) -> Result<String> {
+    let target = format!("quarantine/{key}");
+    let (body, info) = store.get(key).await?;
+    let mut metadata: Metadata = info.metadata.clone();
+    metadata.insert("quarantined-from".into(), key.into());
+    metadata.insert("quarantine-stage".into(), stage.into());
+    store.put(&target, body, &metadata).await?;
+    let reason = Reason {
+        key,
+        stage,
+        file: &error.file,
+        place: error.place.to_string(),
+        reason: &error.reason,
+        error: error.to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&reason).unwrap_or_default();
+    store
+        .put_bytes(&format!("{target}.reason.json"), json, &Metadata::new())
+        .await?;
+    tracing::warn!(key, stage, error = %error, "quarantined");
+    Ok(target)
+}
