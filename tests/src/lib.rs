@@ -1,1 +1,16 @@
-//! Shared helpers of the integration tests (see tests/tests/).
+//! Shared helpers of the integration tests: real GnuPG for keys and fixtures,
+//! free loopback ports, child processes stopped by PID, and a local
+//! pipeline set up in a temporary data directory.
+
+pub mod gpg;
+pub mod local;
+pub mod process;
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; another process could take
+/// it before use, which tests treat as a retryable start-up failure).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}

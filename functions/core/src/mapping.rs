@@ -67,11 +67,14 @@ impl MappingTable {
             .from_reader(bytes);
         let mut table = MappingTable::default();
         for (index, record) in reader.records().enumerate() {
+            // The line an editor shows (the csv crate does not count skipped
+            // blank lines), from the record's byte offset.
             let row = record
                 .as_ref()
                 .ok()
                 .and_then(|r| r.position())
-                .map(|p| p.line())
+                .and_then(|p| usize::try_from(p.byte()).ok())
+                .map(|start| line_of(bytes, start))
                 .unwrap_or(index as u64 + 1);
             let problem = |reason: String| InputError::new(file, Place::Row(row), reason);
             match record {
@@ -119,6 +122,14 @@ impl MappingTable {
         self.rows.insert(key, (mailbox.to_lowercase(), row));
         Ok(())
     }
+}
+
+/// The 1-based line of the first non-blank byte at or after `start` (a
+/// record's recorded start may sit on the blank lines before it).
+fn line_of(bytes: &[u8], start: usize) -> u64 {
+    let skipped = bytes.get(start..).unwrap_or_default().iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    let end = (start + skipped).min(bytes.len());
+    1 + bytes[..end].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 /// How one participant was mapped.

@@ -172,6 +172,7 @@ fn describe_decrypt_error(error: &pgp::errors::Error, keys: &DecryptKeys) -> Str
             "not encrypted to our key {} (wrong recipient key?)",
             keys.secret_key.fingerprint()
         ),
+        pgp::errors::Error::IO { source, .. } => format!("truncated or corrupt encrypted data: {source}"),
         other => format!("cannot decrypt: {other}"),
     }
 }

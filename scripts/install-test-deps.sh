@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a Debian machine (run as root, or with sudo
+# available): GnuPG, OpenSSH server (SFTP), Dovecot (IMAP), and a Python venv
+# with moto (S3 + Secrets Manager), cfn-lint and cargo-lambda.
+# Idempotent: re-running skips what is already there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv="${CHAT_ARCHIVE_VENV:-$here/.venv}"
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(gnupg openssh-server openssh-client dovecot-imapd python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing Debian packages: ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  # Debian's dovecot starts a system instance on install; the tests run their own.
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$venv/bin/pip" ]; then
+  echo "Creating Python venv $venv"
+  python3 -m venv "$venv"
+fi
+want=("moto[server]" cfn-lint cargo-lambda)
+if ! "$venv/bin/python" -c "import moto, cfnlint" 2>/dev/null || [ ! -x "$venv/bin/cargo-lambda" ]; then
+  echo "Installing Python tools: ${want[*]}"
+  "$venv/bin/pip" install -q "${want[@]}"
+fi
+echo "Test dependencies ready (venv: $venv)."

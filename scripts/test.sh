@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command: installs the test dependencies, checks format and
+# lints, and runs every test (unit and integration against real servers).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+scripts/install-test-deps.sh
+export PATH="${CHAT_ARCHIVE_VENV:-$here/.venv}/bin:$PATH"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
