@@ -6,6 +6,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 scripts/install-test-deps.sh
 export PATH="${CHAT_ARCHIVE_VENV:-$here/.venv}/bin:$PATH"
+# The SAM template: cfn-lint expands the SAM transform offline.
+cfn-lint infra/template.yaml
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -16,11 +16,15 @@ impl Default for Gpg {
 
 impl Gpg {
     pub fn new() -> Self {
-        let home = tempfile::Builder::new().prefix("gpg-home").tempdir().expect("temp GNUPGHOME");
+        let home = tempfile::Builder::new()
+            .prefix("gpg-home")
+            .tempdir()
+            .expect("temp GNUPGHOME");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod GNUPGHOME");
+            std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))
+                .expect("chmod GNUPGHOME");
         }
         Self { home }
     }
@@ -31,8 +35,15 @@ impl Gpg {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", self.home.path())
-            .args(["--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback", "--trust-model", "always"]);
+        cmd.env("GNUPGHOME", self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--trust-model",
+            "always",
+        ]);
         cmd
     }
 
@@ -48,16 +59,39 @@ impl Gpg {
 
     /// An encryption key (with encryption subkey) protected by `passphrase`.
     pub fn generate_recipient(&self, uid: &str, passphrase: &str) {
-        self.run(&["--passphrase", passphrase, "--quick-gen-key", uid, "default", "default", "never"]);
+        self.run(&[
+            "--passphrase",
+            passphrase,
+            "--quick-gen-key",
+            uid,
+            "default",
+            "default",
+            "never",
+        ]);
     }
 
     /// A signing-only ed25519 key without passphrase.
     pub fn generate_signer(&self, uid: &str) {
-        self.run(&["--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"]);
+        self.run(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "ed25519",
+            "sign",
+            "never",
+        ]);
     }
 
     pub fn export_secret(&self, uid: &str, passphrase: &str) -> String {
-        String::from_utf8(self.run(&["--passphrase", passphrase, "--armor", "--export-secret-keys", uid])).expect("armored")
+        String::from_utf8(self.run(&[
+            "--passphrase",
+            passphrase,
+            "--armor",
+            "--export-secret-keys",
+            uid,
+        ]))
+        .expect("armored")
     }
 
     pub fn export_public(&self, uid: &str) -> String {
@@ -65,8 +99,18 @@ impl Gpg {
     }
 
     /// Signs (when `signer` is given) and encrypts `input` to `recipient`.
-    pub fn encrypt(&self, input: &Path, output: &Path, recipient: &str, signer: Option<&str>, armor: bool) {
-        let (input, output) = (input.to_str().expect("utf-8 path"), output.to_str().expect("utf-8 path"));
+    pub fn encrypt(
+        &self,
+        input: &Path,
+        output: &Path,
+        recipient: &str,
+        signer: Option<&str>,
+        armor: bool,
+    ) {
+        let (input, output) = (
+            input.to_str().expect("utf-8 path"),
+            output.to_str().expect("utf-8 path"),
+        );
         let mut args = vec!["--compress-algo", "zlib", "-r", recipient, "-o", output];
         if armor {
             args.push("--armor");
@@ -80,7 +124,14 @@ impl Gpg {
 
     pub fn detach_sign(&self, input: &Path, signer: &str) -> PathBuf {
         let sig = input.with_extension("sig");
-        self.run(&["-u", signer, "-o", sig.to_str().expect("utf-8 path"), "--detach-sign", input.to_str().expect("utf-8 path")]);
+        self.run(&[
+            "-u",
+            signer,
+            "-o",
+            sig.to_str().expect("utf-8 path"),
+            "--detach-sign",
+            input.to_str().expect("utf-8 path"),
+        ]);
         sig
     }
 }

@@ -2,9 +2,13 @@
 //! free loopback ports, child processes stopped by PID, and a local
 //! pipeline set up in a temporary data directory.
 
+pub mod dovecot;
 pub mod gpg;
 pub mod local;
+pub mod moto;
 pub mod process;
+pub mod sshd;
+pub mod synth;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; another process could take
 /// it before use, which tests treat as a retryable start-up failure).

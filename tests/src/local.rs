@@ -26,7 +26,10 @@ pub struct Firm {
 impl Firm {
     /// A firm with domain `acme.example`, the given mailboxes, keys from GnuPG.
     pub fn new(mailboxes: &[&str], policy: SignaturePolicy) -> Self {
-        let dir = tempfile::Builder::new().prefix("firm").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("firm")
+            .tempdir()
+            .expect("temp dir");
         let layout = LocalLayout::new(dir.path().join("data"));
         let gpg = Gpg::new();
         gpg.generate_recipient(FIRM_UID, FIRM_PASSPHRASE);
@@ -38,13 +41,25 @@ impl Firm {
         firm.write_config(config);
         let secrets = BTreeMap::from([
             (fields::FIRM_CODE.to_string(), SecretValue::new("ACME")),
-            (fields::PGP_PRIVATE_KEY.to_string(), SecretValue::new(firm.gpg.export_secret(FIRM_UID, FIRM_PASSPHRASE))),
-            (fields::PGP_PASSPHRASE.to_string(), SecretValue::new(FIRM_PASSPHRASE)),
-            (fields::SIGNER_PUBLIC_KEY.to_string(), SecretValue::new(firm.gpg.export_public(SIGNER_UID))),
+            (
+                fields::PGP_PRIVATE_KEY.to_string(),
+                SecretValue::new(firm.gpg.export_secret(FIRM_UID, FIRM_PASSPHRASE)),
+            ),
+            (
+                fields::PGP_PASSPHRASE.to_string(),
+                SecretValue::new(FIRM_PASSPHRASE),
+            ),
+            (
+                fields::SIGNER_PUBLIC_KEY.to_string(),
+                SecretValue::new(firm.gpg.export_public(SIGNER_UID)),
+            ),
         ]);
         std::fs::create_dir_all(&firm.layout.data_dir).expect("data dir");
-        std::fs::write(firm.layout.secrets(), serde_json::to_vec(&BTreeMap::from([("ice", secrets)])).expect("json"))
-            .expect("secrets file");
+        std::fs::write(
+            firm.layout.secrets(),
+            serde_json::to_vec(&BTreeMap::from([("ice", secrets)])).expect("json"),
+        )
+        .expect("secrets file");
         let sink = MaildirSink::new(firm.layout.mailboxes());
         for mailbox in mailboxes {
             sink.create_mailbox(mailbox).expect("mailbox");
@@ -55,7 +70,8 @@ impl Firm {
 
     pub fn write_config(&self, config: ConnectorConfig) {
         std::fs::create_dir_all(&self.layout.data_dir).expect("data dir");
-        std::fs::write(self.layout.settings(), Settings { ice: config }.to_toml()).expect("config.toml");
+        std::fs::write(self.layout.settings(), Settings { ice: config }.to_toml())
+            .expect("config.toml");
     }
 
     pub fn pipeline(&self) -> Pipeline {
@@ -67,8 +83,13 @@ impl Firm {
         let plain = self.dir.path().join(format!("{name}.plain"));
         std::fs::write(&plain, xml).expect("plain export");
         let target = self.layout.drop_dir().join(name);
-        self.gpg
-            .encrypt(&plain, &target, FIRM_UID, signed.then_some(SIGNER_UID), name.ends_with(".asc"));
+        self.gpg.encrypt(
+            &plain,
+            &target,
+            FIRM_UID,
+            signed.then_some(SIGNER_UID),
+            name.ends_with(".asc"),
+        );
         target
     }
 
@@ -81,7 +102,9 @@ impl Firm {
 
     /// Every mailbox directory that holds any message at all.
     pub fn mailboxes_with_mail(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.layout.mailboxes()) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(self.layout.mailboxes()) else {
+            return Vec::new();
+        };
         let mut out: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| count_files(&e.path()) > 0)
@@ -95,7 +118,9 @@ impl Firm {
 fn read_messages(folder: &Path) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for sub in ["new", "cur"] {
-        let Ok(entries) = std::fs::read_dir(folder.join(sub)) else { continue };
+        let Ok(entries) = std::fs::read_dir(folder.join(sub)) else {
+            continue;
+        };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         paths.sort();
         out.extend(paths.iter().map(|p| std::fs::read(p).expect("message")));
@@ -104,14 +129,20 @@ fn read_messages(folder: &Path) -> Vec<Vec<u8>> {
 }
 
 fn count_files(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .filter_map(|e| e.ok())
         .map(|e| {
             let path = e.path();
             if path.is_dir() {
                 count_files(&path)
-            } else if path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "cur" || n == "new") {
+            } else if path
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == "cur" || n == "new")
+            {
                 1
             } else {
                 0

@@ -38,12 +38,18 @@ pub struct PidFileGuard {
 
 impl PidFileGuard {
     pub fn pid(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+        std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn stop(&self) {
         if let Some(pid) = self.pid() {
-            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
             for _ in 0..100 {
                 let alive = std::process::Command::new("kill")
                     .args(["-0", &pid.to_string()])

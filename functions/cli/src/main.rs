@@ -2,7 +2,9 @@
 
 mod demo;
 mod progress;
+mod sftp;
 mod show;
+mod xip;
 
 use std::path::PathBuf;
 
@@ -62,6 +64,12 @@ enum Command {
     Invoke(InvokeArgs),
     /// Print the effective settings (embedded defaults merged with config.toml).
     Config,
+    /// Check the ICE SFTP site: connect, verify the pinned host key, log in,
+    /// list the export directory, and print a verdict.
+    ValidateConnection,
+    /// XIP files: build and sign one, or verify one.
+    #[command(subcommand)]
+    Xip(xip::XipCommand),
 }
 
 #[derive(clap::Args)]
@@ -160,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Status(args) => show::status(&layout, args.day.as_deref(), args.json).await,
         Command::Invoke(args) => invoke(&layout, args).await,
+        Command::ValidateConnection => sftp::validate(&layout).await,
+        Command::Xip(command) => xip::run(command),
         Command::Config => {
             let pipeline = Pipeline::local(&layout)?;
             print!(

@@ -74,23 +74,35 @@ fn or_dash(text: &str) -> &str {
 pub async fn status(layout: &LocalLayout, day: Option<&str>, json: bool) -> anyhow::Result<()> {
     let pipeline = Pipeline::local(layout)?;
     let store = pipeline.ctx.store.as_ref();
-    let connector = &pipeline.ctx.config.name;
-    let days = match day {
-        Some(day) => vec![day.to_string()],
-        None => status::days(store, connector).await?,
-    };
-    if days.is_empty() {
-        println!("No status log yet in {}", layout.store().display());
-    }
-    for day in days {
-        let status = status::rebuild_day(store, connector, &day)
-            .await
-            .with_context(|| format!("reading the status log of {day}"))?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
-        } else {
-            print_day(&status);
+    let config = &pipeline.ctx.config;
+    let mut shown = 0;
+    for connector in [&config.name, &config.xip.name] {
+        // ICE delivers a file every day, so a day asked for by name always
+        // gets its ICE log ("No items ingested" when nothing came); XIP files
+        // are occasional and only days that had one are shown.
+        let days = match day {
+            Some(day) if connector == &config.name => vec![day.to_string()],
+            Some(day) => status::days(store, connector)
+                .await?
+                .into_iter()
+                .filter(|d| d == day)
+                .collect(),
+            None => status::days(store, connector).await?,
+        };
+        for day in days {
+            let status = status::rebuild_day(store, connector, &day)
+                .await
+                .with_context(|| format!("reading the {connector} status log of {day}"))?;
+            shown += 1;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_day(&status);
+            }
         }
+    }
+    if shown == 0 {
+        println!("No status log yet in {}", layout.store().display());
     }
     Ok(())
 }

@@ -42,6 +42,66 @@ pub struct ConnectorConfig {
     pub flags: Vec<String>,
     /// Disclaimer text added to every transcript (empty: none).
     pub disclaimer: String,
+    /// The ICE SFTP site (`[ice.sftp]`); without it files come from the
+    /// local drop directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<crate::adapters::sftp::SftpConfig>,
+    /// The mail server (`[ice.imap]`); without it mail goes to the local
+    /// Maildir tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap: Option<crate::adapters::imap::ImapConfig>,
+    /// XIP files (`[ice.xip]`): archived under the same firm settings
+    /// (domains, mapping), into their own folder and status log.
+    pub xip: XipConfig,
+}
+
+/// What is particular to XIP files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XipConfig {
+    /// Connector name of XIP objects and of their status log.
+    pub name: String,
+    pub source_label: String,
+    pub folder: String,
+    /// Accept files whose manifest is not signed. Off by default: the
+    /// signature is what makes a XIP file trustworthy.
+    pub allow_unsigned: bool,
+    pub limits: crate::formats::xip::Limits,
+}
+
+impl Default for XipConfig {
+    fn default() -> Self {
+        Self {
+            name: "xip".into(),
+            source_label: "XIP".into(),
+            folder: "Inbox/XIP".into(),
+            allow_unsigned: false,
+            limits: crate::formats::xip::Limits::default(),
+        }
+    }
+}
+
+impl ConnectorConfig {
+    /// The settings for XIP objects: the firm's, with XIP's name, label and
+    /// folder. One mail per item.
+    pub fn for_xip(&self) -> ConnectorConfig {
+        ConnectorConfig {
+            name: self.xip.name.clone(),
+            source_label: self.xip.source_label.clone(),
+            folder: self.xip.folder.clone(),
+            granularity: Granularity::ConversationDay,
+            mapping_csv: format!("config/{}/mapping.csv", self.xip.name),
+            ..self.clone()
+        }
+    }
+
+    /// The settings for an object key: XIP's for `*/xip/...`, else these.
+    pub fn for_key(&self, key: &str) -> ConnectorConfig {
+        match key.split('/').nth(1) {
+            Some(connector) if connector == self.xip.name => self.for_xip(),
+            _ => self.clone(),
+        }
+    }
 }
 
 impl Default for ConnectorConfig {
@@ -63,6 +123,9 @@ impl ConnectorConfig {
             firm_domains: Vec::new(),
             flags: vec!["\\Seen".into()],
             disclaimer: String::new(),
+            sftp: None,
+            imap: None,
+            xip: XipConfig::default(),
         }
     }
 

@@ -77,6 +77,17 @@ pub enum Error {
 
     #[error("OpenPGP: {0}")]
     Pgp(String),
+
+    /// The source of export files (the SFTP site) failed. `retryable` tells a
+    /// dropped connection or a timeout (worth another attempt after a pause)
+    /// from a refusal no retry can fix: a host key that is not the pinned one,
+    /// rejected credentials, a missing file. Never carries a secret.
+    #[error("{site}: {reason}")]
+    Source {
+        site: String,
+        reason: String,
+        retryable: bool,
+    },
 }
 
 impl Error {

@@ -2,6 +2,7 @@
 //! stage, print what it wrote. On one machine the event comes from a JSON
 //! file (`events/*.json`) and the ports are the embedded defaults.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use aws_lambda_events::s3::S3Event;
@@ -12,6 +13,7 @@ use crate::events::{object_keys, FetchRequest};
 use crate::mapping::Mapper;
 use crate::pipeline::{LocalLayout, Pipeline, StageResult};
 use crate::stages::{decrypt::DecryptOutcome, fetch, import, Stage};
+use crate::status;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -38,6 +40,10 @@ pub struct Response {
     pub written: Vec<String>,
     pub quarantined: Vec<String>,
     pub imported: Vec<String>,
+    /// Days whose status records this invocation touched (their status log
+    /// is due for a rebuild).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub days: BTreeSet<String>,
 }
 
 pub fn data_dir() -> PathBuf {
@@ -76,18 +82,58 @@ pub async fn main(function: Function) -> Result<()> {
 
 /// Runs a function on an event, as its Lambda handler does.
 pub async fn invoke(pipeline: &Pipeline, function: Function, event: &[u8]) -> Result<Response> {
-    let Some(stage) = function.stage() else {
-        // A schedule event (EventBridge) carries no request fields: it means "all new files".
-        let request: FetchRequest = serde_json::from_slice(event).unwrap_or_default();
-        let outcome = fetch::run(&pipeline.ctx, pipeline.source.as_ref(), &request).await?;
-        return Ok(Response {
-            written: outcome.fetched,
-            ..Default::default()
-        });
-    };
+    if function == Function::Fetch {
+        return invoke_fetch(pipeline, &parse_fetch_request(event)?).await;
+    }
     let event: S3Event = serde_json::from_slice(event)
         .map_err(|e| Error::Config(format!("not an S3 event: {e}")))?;
-    for key in object_keys(&event)? {
+    invoke_s3(pipeline, function, &event).await
+}
+
+/// The fetch trigger: a schedule event (EventBridge; it carries no request
+/// fields and means "all new files"), or a manual request (`since`/`until`,
+/// `files`), read strictly so that a mistyped backfill fails instead of
+/// running as a plain daily fetch.
+pub fn parse_fetch_request(event: &[u8]) -> Result<FetchRequest> {
+    let value: serde_json::Value = serde_json::from_slice(event)
+        .map_err(|e| Error::Config(format!("fetch event is not JSON: {e}")))?;
+    let serde_json::Value::Object(fields) = &value else {
+        return Err(Error::Config("fetch event is not a JSON object".into()));
+    };
+    if fields.contains_key("detail-type") {
+        return Ok(FetchRequest::default());
+    }
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "since" | "until" | "files"))
+    {
+        return Err(Error::Config(format!(
+            "fetch event: unknown field {unknown:?} (expected since, until, files)"
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| Error::Config(format!("fetch event: {e}")))
+}
+
+pub async fn invoke_fetch(pipeline: &Pipeline, request: &FetchRequest) -> Result<Response> {
+    let outcome = fetch::run(&pipeline.ctx, pipeline.source.as_ref(), request).await?;
+    Ok(Response {
+        written: outcome.fetched,
+        ..Default::default()
+    })
+}
+
+/// Runs the function's stage for every object of an S3 event.
+pub async fn invoke_s3(
+    pipeline: &Pipeline,
+    function: Function,
+    event: &S3Event,
+) -> Result<Response> {
+    let Some(stage) = function.stage() else {
+        return Err(Error::Config(format!(
+            "{function:?} is not started by S3 events"
+        )));
+    };
+    for key in object_keys(event)? {
         if Stage::for_key(&key) != Some(stage) {
             return Err(Error::Config(format!(
                 "{function:?} does not consume {key:?}"
@@ -104,8 +150,14 @@ pub async fn invoke(pipeline: &Pipeline, function: Function, event: &[u8]) -> Re
     };
     let mut mapper = Mapper::new(&pipeline.ctx.config, &table, pipeline.sink.as_ref());
     let mut response = Response::default();
+    if stage == Stage::Decrypt {
+        for key in object_keys(event)? {
+            let day = status::day_label(status::day_from_file_name(&key));
+            response.days.insert(day);
+        }
+    }
     for result in pipeline
-        .handle_s3_event(&event, keys.as_ref(), &mut mapper)
+        .handle_s3_event(event, keys.as_ref(), &mut mapper)
         .await?
     {
         match result {
@@ -116,14 +168,20 @@ pub async fn invoke(pipeline: &Pipeline, function: Function, event: &[u8]) -> Re
                 response.quarantined.push(quarantine_key)
             }
             StageResult::Converted(outcome) => {
+                response.days.insert(outcome.day.clone());
+                let sidecar_days = outcome.sidecars.iter().filter_map(|k| k.split('/').nth(2));
+                response.days.extend(sidecar_days.map(str::to_string));
                 response.written.extend(outcome.sidecars);
                 response
                     .quarantined
                     .extend(outcome.quarantined.map(|(key, _)| key));
             }
-            StageResult::Imported(record) => response
-                .imported
-                .push(format!("{} {:?}", record.item_id, record.state)),
+            StageResult::Imported(record) => {
+                response.days.insert(record.day.clone());
+                response
+                    .imported
+                    .push(format!("{} {:?}", record.item_id, record.state))
+            }
         }
     }
     Ok(response)

@@ -12,6 +12,8 @@
 //!   that S3 delivers to the Lambda functions.
 
 pub mod adapters;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod error;

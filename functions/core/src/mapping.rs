@@ -127,7 +127,12 @@ impl MappingTable {
 /// The 1-based line of the first non-blank byte at or after `start` (a
 /// record's recorded start may sit on the blank lines before it).
 fn line_of(bytes: &[u8], start: usize) -> u64 {
-    let skipped = bytes.get(start..).unwrap_or_default().iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    let skipped = bytes
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
     let end = (start + skipped).min(bytes.len());
     1 + bytes[..end].iter().filter(|&&b| b == b'\n').count() as u64
 }

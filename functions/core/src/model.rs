@@ -59,8 +59,30 @@ pub struct Conversation {
     /// The conversation's own XML, as read, attached to every mail built from
     /// it so that conversion loses nothing (unknown elements included).
     pub original_xml: Vec<u8>,
+    /// What `original_xml` holds, which names its attachment.
+    pub original_format: OriginalFormat,
     /// 1-based line of the conversation's start tag in its source file.
     pub line: u64,
+}
+
+/// The source's own record of a conversation, attached to its mails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OriginalFormat {
+    /// The `<Conversation>` element of an ICE Chat export.
+    #[default]
+    IceXml,
+    /// The `item.json` of a XIP item.
+    XipItemJson,
+}
+
+impl OriginalFormat {
+    /// File name and media type of the attachment for conversation `id`.
+    pub fn attachment(self, id: &str) -> (String, &'static str) {
+        match self {
+            OriginalFormat::IceXml => (format!("conversation-{id}.xml"), "application/xml"),
+            OriginalFormat::XipItemJson => (format!("item-{id}.json"), "application/json"),
+        }
+    }
 }
 
 impl Conversation {

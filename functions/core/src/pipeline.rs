@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aws_lambda_events::s3::S3Event;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::{DropDirectory, LocalStore, MaildirSink, SecretsFile};
+use crate::adapters::{DropDirectory, ImapSink, LocalStore, MaildirSink, SecretsFile, SftpSource};
 use crate::config::Settings;
 use crate::crypto::DecryptKeys;
 use crate::error::{Error, InputError, Result};
@@ -18,6 +18,9 @@ use crate::mapping::{Mapper, MappingTable};
 use crate::ports::{MailboxSink, Metadata, SecretStore, Source};
 use crate::stages::{self, convert, decrypt, fetch, import, Context, Stage};
 use crate::status::{self, DayStatus, ItemRecord, ItemState};
+
+/// Mails per import event in local runs.
+const IMPORT_EVENT_MAILS: usize = 500;
 
 /// Where the embedded defaults keep everything, under one data directory.
 #[derive(Debug, Clone)]
@@ -98,14 +101,33 @@ impl Pipeline {
     /// The embedded defaults: everything under one local data directory.
     pub fn local(layout: &LocalLayout) -> Result<Self> {
         let settings = Settings::load(&layout.settings())?;
+        let secrets: Arc<dyn SecretStore> = Arc::new(SecretsFile::new(layout.secrets()));
+        // The ICE SFTP site when configured, else the local drop directory.
+        let source: Arc<dyn Source> = match &settings.ice.sftp {
+            Some(sftp) => Arc::new(SftpSource::new(
+                sftp.clone(),
+                settings.ice.name.clone(),
+                secrets.clone(),
+            )),
+            None => Arc::new(DropDirectory::new(layout.drop_dir())),
+        };
+        // The mail server when configured, else the local Maildir tree.
+        let sink: Arc<dyn MailboxSink> = match &settings.ice.imap {
+            Some(imap) => Arc::new(ImapSink::new(
+                imap.clone(),
+                secrets.clone(),
+                &settings.ice.name,
+            )?),
+            None => Arc::new(MaildirSink::new(layout.mailboxes())),
+        };
         Ok(Self {
             ctx: Context {
                 store: Arc::new(LocalStore::new(layout.store())),
                 config: settings.ice,
             },
-            secrets: Arc::new(SecretsFile::new(layout.secrets())),
-            sink: Arc::new(MaildirSink::new(layout.mailboxes())),
-            source: Arc::new(DropDirectory::new(layout.drop_dir())),
+            secrets,
+            sink,
+            source,
             bucket: "local".into(),
         })
     }
@@ -128,10 +150,10 @@ impl Pipeline {
     pub async fn pending_raw_keys(&self) -> Result<Vec<String>> {
         let store = self.ctx.store.as_ref();
         let mut pending = Vec::new();
-        for key in store
-            .list(&format!("raw/{}/", self.ctx.config.name))
-            .await?
-        {
+        let config = &self.ctx.config;
+        let mut raw_keys = store.list(&format!("raw/{}/", config.name)).await?;
+        raw_keys.extend(store.list(&format!("raw/{}/", config.xip.name)).await?);
+        for key in raw_keys {
             let Some(info) = store.head(&key).await? else {
                 continue;
             };
@@ -157,7 +179,19 @@ impl Pipeline {
         mapper: &mut Mapper<'_>,
     ) -> Result<Vec<StageResult>> {
         let mut results = Vec::new();
-        for key in object_keys(event)? {
+        let keys_of_event = object_keys(event)?;
+        // The mails of one event go to the import stage together, so the
+        // sink can pipeline them (one record per mail all the same).
+        let (imports, others): (Vec<String>, Vec<String>) = keys_of_event
+            .into_iter()
+            .partition(|key| Stage::for_key(key) == Some(Stage::Import));
+        if !imports.is_empty() {
+            for record in import::run_batch(&self.ctx, mapper, self.sink.as_ref(), &imports).await?
+            {
+                results.push(StageResult::Imported(record));
+            }
+        }
+        for key in others {
             let result = match Stage::for_key(&key) {
                 Some(Stage::Decrypt) => {
                     let keys = keys
@@ -167,9 +201,7 @@ impl Pipeline {
                 Some(Stage::Convert) => {
                     StageResult::Converted(convert::run(&self.ctx, &key).await?)
                 }
-                Some(Stage::Import) => StageResult::Imported(
-                    import::run(&self.ctx, mapper, self.sink.as_ref(), &key).await?,
-                ),
+                Some(Stage::Import) => continue,
                 None => {
                     tracing::debug!(key, "no stage consumes this object");
                     continue;
@@ -188,11 +220,23 @@ impl Pipeline {
         mapper: &mut Mapper<'_>,
         progress: &dyn Progress,
         summary: &mut RunSummary,
-        days: &mut BTreeSet<String>,
+        days: &mut BTreeSet<(String, String)>,
     ) -> Result<()> {
         let mut queue = vec![raw_key.to_string()];
         while let Some(key) = queue.pop() {
-            let event = s3_put_event(&self.bucket, std::slice::from_ref(&key));
+            // Consecutive mails (the sidecars of one converted file) travel
+            // in one event, as an SQS-batched S3 notification would bring them.
+            let mut batch = vec![key.clone()];
+            if Stage::for_key(&batch[0]) == Some(Stage::Import) {
+                while batch.len() < IMPORT_EVENT_MAILS
+                    && queue
+                        .last()
+                        .is_some_and(|k| Stage::for_key(k) == Some(Stage::Import))
+                {
+                    batch.extend(queue.pop());
+                }
+            }
+            let event = s3_put_event(&self.bucket, &batch);
             for result in self.handle_s3_event(&event, Some(keys), mapper).await? {
                 match result {
                     StageResult::Decrypted(decrypt::DecryptOutcome::Decrypted {
@@ -202,11 +246,15 @@ impl Pipeline {
                     StageResult::Decrypted(decrypt::DecryptOutcome::Quarantined {
                         error, ..
                     }) => {
-                        days.insert(status::day_label(status::day_from_file_name(&key)));
+                        let connector = self.ctx.config.for_key(&key).name;
+                        days.insert((
+                            connector,
+                            status::day_label(status::day_from_file_name(&key)),
+                        ));
                         summary.quarantined.push((key.clone(), error));
                     }
                     StageResult::Converted(outcome) => {
-                        days.insert(outcome.day.clone());
+                        days.insert((self.ctx.config.for_key(&key).name, outcome.day.clone()));
                         if let Some((_, error)) = outcome.quarantined {
                             summary.quarantined.push((key.clone(), error));
                         }
@@ -215,7 +263,7 @@ impl Pipeline {
                         queue.extend(outcome.sidecars.into_iter().rev());
                     }
                     StageResult::Imported(record) => {
-                        days.insert(record.day.clone());
+                        days.insert((record.connector.clone(), record.day.clone()));
                         progress.mail_imported(&record);
                     }
                 }
@@ -272,10 +320,10 @@ impl Pipeline {
             }
         }
         summary.processed_files = pending;
-        for day in days {
-            summary.days.push(
-                status::rebuild_day(self.ctx.store.as_ref(), &self.ctx.config.name, &day).await?,
-            );
+        for (connector, day) in days {
+            summary
+                .days
+                .push(status::rebuild_day(self.ctx.store.as_ref(), &connector, &day).await?);
         }
         Ok(summary)
     }

@@ -44,6 +44,8 @@ pub struct DecryptKeys {
     pub passphrase: Password,
     pub signer: Option<SignedPublicKey>,
     pub policy: SignaturePolicy,
+    /// Keys allowed to sign XIP manifests.
+    pub xip_signers: Vec<SignedPublicKey>,
 }
 
 impl fmt::Debug for DecryptKeys {
@@ -72,6 +74,16 @@ pub fn parse_secret_key(text: &str, what: &str) -> Result<SignedSecretKey> {
     SignedSecretKey::from_reader_single(text.as_bytes())
         .map(|(key, _)| key)
         .map_err(|e| Error::Pgp(format!("{what} is not a usable OpenPGP secret key: {e}")))
+}
+
+/// Parses one or more armored public keys (concatenated), or one binary key.
+pub fn parse_public_keys(text: &str, what: &str) -> Result<Vec<SignedPublicKey>> {
+    let keys: std::result::Result<Vec<_>, _> =
+        match SignedPublicKey::from_armor_many(text.as_bytes()) {
+            Ok((keys, _)) => keys.collect(),
+            Err(_) => return parse_public_key(text, what).map(|key| vec![key]),
+        };
+    keys.map_err(|e| Error::Pgp(format!("{what} is not a usable OpenPGP public key: {e}")))
 }
 
 /// Parses an armored or binary public key.
@@ -152,7 +164,7 @@ where
         .filter(|name| !name.is_empty());
     let plaintext_bytes = copy_plaintext(&mut message, output)
         .map_err(|e| bad(format!("truncated or corrupt encrypted data: {e}")))?;
-    let signature = check_signature(&message, keys).map_err(|reason| bad(reason))?;
+    let signature = check_signature(&message, keys).map_err(bad)?;
     Ok(Decrypted {
         signature,
         inner_name,
@@ -172,7 +184,9 @@ fn describe_decrypt_error(error: &pgp::errors::Error, keys: &DecryptKeys) -> Str
             "not encrypted to our key {} (wrong recipient key?)",
             keys.secret_key.fingerprint()
         ),
-        pgp::errors::Error::IO { source, .. } => format!("truncated or corrupt encrypted data: {source}"),
+        pgp::errors::Error::IO { source, .. } => {
+            format!("truncated or corrupt encrypted data: {source}")
+        }
         other => format!("cannot decrypt: {other}"),
     }
 }

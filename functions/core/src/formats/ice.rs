@@ -238,6 +238,7 @@ impl<R: BufRead> IceReader<R> {
             participants: Vec::new(),
             events: Vec::new(),
             original_xml: Vec::new(),
+            original_format: crate::model::OriginalFormat::IceXml,
             line,
         })
     }
@@ -336,10 +337,15 @@ impl<R: BufRead> IceReader<R> {
         empty: bool,
     ) -> Result<ChatEvent, InputError> {
         let attrs = self.attributes(tag, at)?;
-        let label = event_label(kind, &attrs);
+        // The label names the element in errors only: built lazily, since
+        // formatting it for every message costs a large share of parsing.
+        let label = || event_label(kind, &attrs);
         let time = match attrs.get("Timestamp") {
-            Some(value) => self.parse_time(value, "Timestamp", &label, at)?,
-            None => return Err(self.error_at(at, format!("{label} has no Timestamp"))),
+            Some(value) => match parse_time(value) {
+                Some(time) => time,
+                None => return Err(self.time_error(value, "Timestamp", &label(), at)),
+            },
+            None => return Err(self.error_at(at, format!("{} has no Timestamp", label()))),
         };
         let text = if empty {
             String::new()
@@ -354,7 +360,7 @@ impl<R: BufRead> IceReader<R> {
             EventName::Left => EventKind::Left,
             EventName::Disclaimer => EventKind::Disclaimer { text },
             EventName::FileTransfer => {
-                EventKind::FileTransfer(self.file_transfer(&attrs, &text, &label, at)?)
+                EventKind::FileTransfer(self.file_transfer(&attrs, &text, &label(), at)?)
             }
         };
         Ok(ChatEvent {
@@ -543,13 +549,15 @@ impl<R: BufRead> IceReader<R> {
         owner: &str,
         at: u64,
     ) -> Result<DateTime<Utc>, InputError> {
-        parse_time(value).ok_or_else(|| {
-            let reason = format!(
-                "{owner}: invalid {attribute} {value:?} \
-                 (expected RFC 3339, e.g. 2026-11-20T08:01:02Z)"
-            );
-            self.error_at(at, reason)
-        })
+        parse_time(value).ok_or_else(|| self.time_error(value, attribute, owner, at))
+    }
+
+    fn time_error(&self, value: &str, attribute: &str, owner: &str, at: u64) -> InputError {
+        let reason = format!(
+            "{owner}: invalid {attribute} {value:?} \
+             (expected RFC 3339, e.g. 2026-11-20T08:01:02Z)"
+        );
+        self.error_at(at, reason)
     }
 
     fn xml_error(&self, error: &quick_xml::Error) -> InputError {

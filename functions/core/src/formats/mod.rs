@@ -2,3 +2,4 @@
 
 pub mod ice;
 pub mod payload;
+pub mod xip;

@@ -5,7 +5,9 @@ mod headers;
 mod transcript;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::text::Text;
+use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -267,28 +269,57 @@ fn render(
                 .participants
                 .iter()
                 .map(headers::participant_header),
-        )
-        .text_body(transcript.text())
-        .html_body(transcript.html());
+        );
     if let Some(sender) = sender {
         builder = builder.from(headers::mailbox_address(sender, &config.name));
     }
     if !recipients.is_empty() {
         builder = builder.to(recipients);
     }
+    // The MIME tree of MessageBuilder's text_body + html_body + attachments,
+    // with boundaries derived from the content instead of the clock: the same
+    // chat always renders to the same bytes (a replayed convert rewrites
+    // nothing), and no chat text can carry its own mail's boundary.
+    let (text, html) = (transcript.text(), transcript.html());
+    let mut digest = Sha256::new();
+    digest.update(message_id.as_bytes());
+    digest.update(text.as_bytes());
+    digest.update(html.as_bytes());
+    let mut attachments = Vec::new();
     for event in &slice.events {
         if let EventKind::FileTransfer(file) = &event.kind {
-            builder = builder.attachment(
-                headers::content_type(file.content_type.as_deref()),
-                headers::file_name(&file.file_name),
-                file.content.as_slice(),
+            digest.update(&file.content);
+            attachments.push(
+                MimePart::new(
+                    headers::content_type(file.content_type.as_deref()),
+                    file.content.as_slice(),
+                )
+                .attachment(headers::file_name(&file.file_name)),
             );
         }
     }
-    builder = builder.attachment(
-        "application/xml",
-        format!("conversation-{}.xml", headers::file_name(&conversation.id)),
-        conversation.original_xml.as_slice(),
+    let (original_name, original_type) = conversation
+        .original_format
+        .attachment(&headers::file_name(&conversation.id));
+    digest.update(&conversation.original_xml);
+    attachments.push(
+        MimePart::new(original_type, conversation.original_xml.as_slice())
+            .attachment(original_name),
     );
+    let digest = hex::encode(&digest.finalize()[..12]);
+    let alternative = MimePart::new(
+        ContentType::new("multipart/alternative")
+            .attribute("boundary", format!("chat-archive-{digest}-a")),
+        vec![
+            MimePart::new("text/plain", text),
+            MimePart::new("text/html", html),
+        ],
+    );
+    attachments.insert(0, alternative);
+    builder = builder.body(MimePart::new(
+        ContentType::new("multipart/mixed")
+            .attribute("boundary", format!("chat-archive-{digest}-m")),
+        attachments,
+    ));
     builder.write_to_vec()
 }

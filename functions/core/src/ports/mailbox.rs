@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One message to put into one folder of one mailbox.
 #[derive(Debug, Clone)]
@@ -37,4 +37,22 @@ pub trait MailboxSink: Send + Sync {
     /// Puts the message into the folder (created when missing) unless the folder
     /// already holds its Message-ID.
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome>;
+
+    /// Delivers many messages, one outcome per delivery in the same order.
+    /// Sinks that can pipeline (IMAP) override it; the default delivers one
+    /// by one. A problem of one mailbox (`Error::Mailbox`) becomes a refusal
+    /// of its messages so the rest of the batch goes on; any other error
+    /// aborts the batch (the stage is retried, and exactly-once delivery
+    /// makes the retry safe).
+    async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Result<Vec<DeliveryOutcome>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            outcomes.push(match self.deliver(delivery).await {
+                Ok(outcome) => outcome,
+                Err(e @ Error::Mailbox { .. }) => DeliveryOutcome::Refused(e.to_string()),
+                Err(other) => return Err(other),
+            });
+        }
+        Ok(outcomes)
+    }
 }

@@ -61,7 +61,12 @@ pub mod fields {
     pub const PGP_PASSPHRASE: &str = "pgp_passphrase";
     pub const PGP_PUBLIC_KEY: &str = "pgp_public_key";
     pub const SIGNER_PUBLIC_KEY: &str = "signer_public_key";
+    /// The key(s) allowed to sign XIP manifests (armored, several may follow
+    /// one another).
+    pub const XIP_SIGNER_PUBLIC_KEY: &str = "xip_signer_public_key";
     pub const MAILBOX_PASSWORD: &str = "mailbox_password";
+    /// Bearer token for IMAP SASL XOAUTH2 (Exchange Online app-only access).
+    pub const MAILBOX_OAUTH_TOKEN: &str = "mailbox_oauth_token";
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use tokio_util::io::SyncIoBridge;
 use super::{keys, lineage, quarantine, Context};
 use crate::config::ConnectorConfig;
 use crate::error::{Error, InputError, Place, Result};
-use crate::formats::{ice::IceReader, payload};
+use crate::formats::{ice::IceReader, payload, xip};
 use crate::mail::{build_mails, BuiltMail, Lineage};
 use crate::ports::{ByteStream, Metadata};
 use crate::status::{self, ItemRecord, ItemState, SourceRecord};
@@ -45,9 +45,14 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         ..Lineage::default()
     };
     let (sender, mut receiver) = mpsc::channel(MAILS_IN_FLIGHT);
+    let config = ctx.config.for_key(plain_key);
+    let is_xip = config.name == ctx.config.xip.name;
     let parsing = {
-        let (config, base, key) = (ctx.config.clone(), base.clone(), plain_key.to_string());
-        tokio::task::spawn_blocking(move || parse_all(body, &key, &config, &base, &sender))
+        let (config, base, key) = (config.clone(), base.clone(), plain_key.to_string());
+        tokio::task::spawn_blocking(move || match is_xip {
+            true => parse_xip(body, &key, &config, &base, &sender),
+            false => parse_all(body, &key, &config, &base, &sender),
+        })
     };
     let mut outcome = ConvertOutcome::default();
     let mut first_day = None;
@@ -69,12 +74,8 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
     outcome.day = status::day_label(day);
     if let Some(error) = problem {
         let quarantine_key = quarantine(ctx.store.as_ref(), plain_key, "convert", &error).await?;
-        let mut record = status::file_failure(
-            &ctx.config.name,
-            &outcome.day,
-            plain_key,
-            &error.to_string(),
-        );
+        let mut record =
+            status::file_failure(&config.name, &outcome.day, plain_key, &error.to_string());
         record.source = base.raw_key.clone();
         status::write_item(ctx.store.as_ref(), &record).await?;
         outcome.quarantined = Some((quarantine_key, error));
@@ -85,7 +86,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         items: outcome.sidecars.len() as u64,
         problem: outcome.quarantined.as_ref().map(|(_, e)| e.to_string()),
     };
-    status::write_source(ctx.store.as_ref(), &ctx.config.name, &outcome.day, &source).await?;
+    status::write_source(ctx.store.as_ref(), &config.name, &outcome.day, &source).await?;
     tracing::info!(plain_key, mails = outcome.sidecars.len(), day = %outcome.day, "converted");
     Ok(outcome)
 }
@@ -139,6 +140,42 @@ fn parse_all(
         Ok(())
     })?;
     Ok(export_day)
+}
+
+/// A XIP container: verified by the decrypt stage, whose signature check the
+/// plain object stands for; every entry's digest is checked again as it is
+/// read. Items become one mail each.
+fn parse_xip(
+    body: ByteStream,
+    key: &str,
+    config: &ConnectorConfig,
+    base: &Lineage,
+    sender: &mpsc::Sender<BuiltMail>,
+) -> Result<Option<NaiveDate>> {
+    let mut temp =
+        tempfile::NamedTempFile::new().map_err(|e| Error::io("creating a temporary file", e))?;
+    std::io::copy(&mut SyncIoBridge::new(body), temp.as_file_mut())
+        .map_err(|e| Error::io(format!("reading {key}"), e))?;
+    let verified = xip::verify(
+        temp.path(),
+        key,
+        &xip::Trust::verified_upstream(),
+        &config.xip.limits,
+    )?;
+    xip::read_items(temp.path(), key, &verified, |item| {
+        let lineage = Lineage {
+            document: format!("{key}!{}", item.id),
+            ..base.clone()
+        };
+        let day = item.start.map(|t| t.date_naive()).unwrap_or_default();
+        for mail in build_mails(&item, config, &lineage, day)? {
+            sender
+                .blocking_send(mail)
+                .map_err(|_| Error::Config("mail writer stopped".into()))?;
+        }
+        Ok(())
+    })?;
+    Ok(None)
 }
 
 /// Writes a mail and its sidecar (sidecar last: its arrival starts the import,

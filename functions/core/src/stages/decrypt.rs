@@ -6,10 +6,12 @@ use pgp::types::Password;
 use tokio_util::io::SyncIoBridge;
 
 use super::{keys, lineage, pipe::pipe, quarantine, Context};
-use crate::crypto::{self, DecryptKeys, Decrypted};
+use crate::crypto::{self, DecryptKeys};
 use crate::error::{Error, InputError, Result};
+use crate::formats::payload::{self, PayloadKind};
+use crate::formats::xip;
 use crate::ports::secrets::fields;
-use crate::ports::{ConnectorSecret, Metadata};
+use crate::ports::{ByteStream, ConnectorSecret, Metadata};
 use crate::status;
 
 /// Reads the decryption keys from the connector's secret.
@@ -42,11 +44,23 @@ pub fn keys_from_secret(
             )
         })
         .transpose()?;
+    let xip_signers = match secret.get(fields::XIP_SIGNER_PUBLIC_KEY) {
+        Some(keys) => crypto::parse_public_keys(
+            keys.expose(),
+            &format!(
+                "secret {:?} field {:?}",
+                secret.name,
+                fields::XIP_SIGNER_PUBLIC_KEY
+            ),
+        )?,
+        None => Vec::new(),
+    };
     Ok(DecryptKeys {
         secret_key,
         passphrase,
         signer,
         policy,
+        xip_signers,
     })
 }
 
@@ -67,42 +81,26 @@ pub async fn run(
     keys: &std::sync::Arc<DecryptKeys>,
     raw_key: &str,
 ) -> Result<DecryptOutcome> {
+    let config = ctx.config.for_key(raw_key);
     let plain_key = keys::plain_for_raw(raw_key);
     let (body, raw_info) = ctx.store.get(raw_key).await?;
-    let (mut writer, plain_stream) = pipe();
-    let task_keys = keys.clone();
-    let file = raw_key.to_string();
-    let decrypting = tokio::task::spawn_blocking(move || {
-        let result =
-            crypto::decrypt_verify(SyncIoBridge::new(body), &file, &task_keys, &mut writer);
-        if result.is_ok() {
-            writer.finish();
-        }
-        result
-    });
     let mut metadata = Metadata::new();
     metadata.insert(lineage::SOURCE_KEY.into(), raw_key.into());
     metadata.insert(lineage::SOURCE_SHA256.into(), raw_info.sha256.clone());
     metadata.insert(lineage::RAW_KEY.into(), raw_key.into());
     metadata.insert(lineage::RAW_SHA256.into(), raw_info.sha256.clone());
     metadata.insert(lineage::STAGE.into(), "decrypt".into());
-    // The signature status is only known at the end; S3 needs metadata up front,
-    // so it is recorded in the status trail (and the log) rather than on the object.
-    let writing = ctx.store.put(&plain_key, plain_stream, &metadata);
-    let (written, decrypted) = tokio::join!(writing, decrypting);
-    let decrypted = decrypted.map_err(|e| Error::Pgp(format!("decryption task failed: {e}")))?;
-    match decrypted {
-        Ok(Decrypted {
-            signature,
-            plaintext_bytes,
-            ..
-        }) => {
-            written?;
-            clear_earlier_failure(ctx, raw_key).await?;
+    let result = if config.name == ctx.config.xip.name {
+        decrypt_xip(ctx, keys, raw_key, &plain_key, body, &metadata).await
+    } else {
+        decrypt_stream(ctx, keys, raw_key, &plain_key, body, &metadata).await
+    };
+    match result {
+        Ok(signature) => {
+            clear_earlier_failure(ctx, &config.name, raw_key).await?;
             tracing::info!(
                 raw_key,
                 plain_key,
-                plaintext_bytes,
                 signature = signature.as_str(),
                 "decrypted"
             );
@@ -114,7 +112,7 @@ pub async fn run(
         Err(Error::Input(error)) => {
             let quarantine_key = quarantine(ctx.store.as_ref(), raw_key, "decrypt", &error).await?;
             let day = status::day_label(status::day_from_file_name(raw_key));
-            let record = status::file_failure(&ctx.config.name, &day, raw_key, &error.to_string());
+            let record = status::file_failure(&config.name, &day, raw_key, &error.to_string());
             status::write_item(ctx.store.as_ref(), &record).await?;
             Ok(DecryptOutcome::Quarantined {
                 quarantine_key,
@@ -125,12 +123,91 @@ pub async fn run(
     }
 }
 
+/// ICE: PGP straight from the raw object into the plain object, streaming.
+async fn decrypt_stream(
+    ctx: &Context,
+    keys: &std::sync::Arc<DecryptKeys>,
+    raw_key: &str,
+    plain_key: &str,
+    body: ByteStream,
+    metadata: &Metadata,
+) -> Result<crypto::SignatureStatus> {
+    let (mut writer, plain_stream) = pipe();
+    let task_keys = keys.clone();
+    let file = raw_key.to_string();
+    let decrypting = tokio::task::spawn_blocking(move || {
+        let result =
+            crypto::decrypt_verify(SyncIoBridge::new(body), &file, &task_keys, &mut writer);
+        if result.is_ok() {
+            writer.finish();
+        }
+        result
+    });
+    // The signature status is only known at the end; S3 needs metadata up front,
+    // so it is recorded in the log rather than on the object.
+    let writing = ctx.store.put(plain_key, plain_stream, metadata);
+    let (written, decrypted) = tokio::join!(writing, decrypting);
+    let decrypted = decrypted.map_err(|e| Error::Pgp(format!("decryption task failed: {e}")))??;
+    written?;
+    Ok(decrypted.signature)
+}
+
+/// XIP: the container (after its optional PGP layer) lands in a temporary
+/// file, is verified whole, and only then becomes the plain object.
+async fn decrypt_xip(
+    ctx: &Context,
+    keys: &std::sync::Arc<DecryptKeys>,
+    raw_key: &str,
+    plain_key: &str,
+    body: ByteStream,
+    metadata: &Metadata,
+) -> Result<crypto::SignatureStatus> {
+    let (task_keys, file, xip) = (keys.clone(), raw_key.to_string(), ctx.config.xip.clone());
+    let (temp, signer) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut temp = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::io("creating a temporary file", e))?;
+        let mut input = std::io::BufReader::with_capacity(64 * 1024, SyncIoBridge::new(body));
+        let is_zip = payload::sniff(&mut input)
+            .map_err(|e| Error::io(format!("reading {file}"), e))?
+            == PayloadKind::Zip;
+        if is_zip {
+            std::io::copy(&mut input, temp.as_file_mut())
+                .map_err(|e| Error::io(format!("reading {file}"), e))?;
+        } else {
+            crypto::decrypt_verify(input, &file, &task_keys, temp.as_file_mut())?;
+        }
+        let trust = xip::Trust {
+            signers: &task_keys.xip_signers,
+            allow_unsigned: xip.allow_unsigned,
+        };
+        let verified = xip::verify(temp.path(), &file, &trust, &xip.limits)?;
+        Ok((temp, verified.signer))
+    })
+    .await
+    .map_err(|e| Error::Pgp(format!("XIP verification task failed: {e}")))??;
+    let mut metadata = metadata.clone();
+    metadata.insert(
+        "xip-signer".into(),
+        signer.clone().unwrap_or_else(|| "unsigned".into()),
+    );
+    let verified_file = tokio::fs::File::open(temp.path())
+        .await
+        .map_err(|e| Error::io("reopening the verified XIP file", e))?;
+    ctx.store
+        .put(plain_key, Box::pin(verified_file), &metadata)
+        .await?;
+    Ok(match signer {
+        Some(_) => crypto::SignatureStatus::Verified,
+        None => crypto::SignatureStatus::Unsigned,
+    })
+}
+
 /// A file that failed before (wrong key, say) and now decrypts is no longer
 /// a failed item of its day.
-async fn clear_earlier_failure(ctx: &Context, raw_key: &str) -> Result<()> {
+async fn clear_earlier_failure(ctx: &Context, connector: &str, raw_key: &str) -> Result<()> {
     let day = status::day_label(status::day_from_file_name(raw_key));
-    let record = status::file_failure(&ctx.config.name, &day, raw_key, "");
-    let key = status::item_key(&ctx.config.name, &day, &record.item_id);
+    let record = status::file_failure(connector, &day, raw_key, "");
+    let key = status::item_key(connector, &day, &record.item_id);
     if ctx.store.head(&key).await?.is_some() {
         ctx.store.delete(&key).await?;
     }

@@ -37,6 +37,52 @@ pub async fn run(
     sink: &dyn MailboxSink,
     sidecar_key: &str,
 ) -> Result<ItemRecord> {
+    run_batch(ctx, mapper, sink, &[sidecar_key.to_string()])
+        .await?
+        .pop()
+        .ok_or_else(|| Error::store(sidecar_key, "import produced no status record"))
+}
+
+/// Raw mail held in memory per sink call; a batch larger than this is
+/// delivered in several calls.
+const BATCH_BYTES: usize = 32 << 20;
+
+/// One mail of a batch, loaded and mapped.
+struct Loaded {
+    sidecar: MailSidecar,
+    raw: Vec<u8>,
+    mailboxes: Vec<(String, Vec<String>)>,
+    unmapped: Vec<UnmappedRecord>,
+}
+
+/// Imports several mails with one sink call per chunk of [`BATCH_BYTES`], so
+/// a sink that can pipeline (IMAP) sends them back to back on one session per
+/// mailbox. One status record per mail, exactly as [`run`] writes them.
+pub async fn run_batch(
+    ctx: &Context,
+    mapper: &mut Mapper<'_>,
+    sink: &dyn MailboxSink,
+    sidecar_keys: &[String],
+) -> Result<Vec<ItemRecord>> {
+    let mut records = Vec::with_capacity(sidecar_keys.len());
+    let mut chunk: Vec<Loaded> = Vec::new();
+    let mut bytes = 0;
+    for key in sidecar_keys {
+        let loaded = load(ctx, mapper, key).await?;
+        bytes += loaded.raw.len() * loaded.mailboxes.len().max(1);
+        chunk.push(loaded);
+        if bytes >= BATCH_BYTES {
+            records.extend(deliver_chunk(ctx, sink, std::mem::take(&mut chunk)).await?);
+            bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        records.extend(deliver_chunk(ctx, sink, chunk).await?);
+    }
+    Ok(records)
+}
+
+async fn load(ctx: &Context, mapper: &mut Mapper<'_>, sidecar_key: &str) -> Result<Loaded> {
     let sidecar: MailSidecar = serde_json::from_slice(&ctx.store.get_bytes(sidecar_key).await?)
         .map_err(|e| Error::store(sidecar_key, format!("not a mail sidecar: {e}")))?;
     let day = sidecar.day.to_string();
@@ -44,33 +90,66 @@ pub async fn run(
         .store
         .get_bytes(&keys::mail(&sidecar.connector, &day, &sidecar.item_id))
         .await?;
-
     let (mailboxes, unmapped) = map_participants(mapper, &sidecar).await?;
-    let mut targets = Vec::with_capacity(mailboxes.len());
-    for (mailbox, im_ids) in mailboxes {
-        let delivery = Delivery {
-            mailbox: &mailbox,
-            folder: &sidecar.folder,
-            message_id: &sidecar.message_id,
-            raw: &raw,
-            internal_date: sidecar.internal_date,
-            flags: &ctx.config.flags,
-        };
-        let (state, reason) = match sink.deliver(&delivery).await {
-            Ok(DeliveryOutcome::Delivered) => (TargetState::Imported, None),
-            Ok(DeliveryOutcome::AlreadyPresent) => (TargetState::AlreadyPresent, None),
-            Ok(DeliveryOutcome::Refused(reason)) => (TargetState::Failed, Some(reason)),
-            Err(e @ Error::Mailbox { .. }) => (TargetState::Failed, Some(e.to_string())),
-            Err(other) => return Err(other),
-        };
-        targets.push(TargetRecord {
-            mailbox,
-            im_ids,
-            state,
-            reason,
-        });
-    }
+    Ok(Loaded {
+        sidecar,
+        raw,
+        mailboxes: mailboxes.into_iter().collect(),
+        unmapped,
+    })
+}
 
+async fn deliver_chunk(
+    ctx: &Context,
+    sink: &dyn MailboxSink,
+    chunk: Vec<Loaded>,
+) -> Result<Vec<ItemRecord>> {
+    let mut deliveries = Vec::new();
+    for mail in &chunk {
+        for (mailbox, _) in &mail.mailboxes {
+            deliveries.push(Delivery {
+                mailbox,
+                folder: &mail.sidecar.folder,
+                message_id: &mail.sidecar.message_id,
+                raw: &mail.raw,
+                internal_date: mail.sidecar.internal_date,
+                flags: &ctx.config.flags,
+            });
+        }
+    }
+    let mut outcomes = sink.deliver_batch(&deliveries).await?.into_iter();
+    drop(deliveries);
+    let mut records = Vec::with_capacity(chunk.len());
+    for mail in chunk {
+        let mut targets = Vec::with_capacity(mail.mailboxes.len());
+        for (mailbox, im_ids) in mail.mailboxes {
+            let outcome = outcomes.next().ok_or_else(|| {
+                Error::Config("the mailbox sink returned fewer outcomes than deliveries".into())
+            })?;
+            let (state, reason) = match outcome {
+                DeliveryOutcome::Delivered => (TargetState::Imported, None),
+                DeliveryOutcome::AlreadyPresent => (TargetState::AlreadyPresent, None),
+                DeliveryOutcome::Refused(reason) => (TargetState::Failed, Some(reason)),
+            };
+            targets.push(TargetRecord {
+                mailbox,
+                im_ids,
+                state,
+                reason,
+            });
+        }
+        records.push(settle_and_write(ctx, mail.sidecar, targets, mail.unmapped).await?);
+    }
+    Ok(records)
+}
+
+async fn settle_and_write(
+    ctx: &Context,
+    sidecar: MailSidecar,
+    targets: Vec<TargetRecord>,
+    unmapped: Vec<UnmappedRecord>,
+) -> Result<ItemRecord> {
+    let day = sidecar.day.to_string();
     let mut record = ItemRecord {
         connector: sidecar.connector.clone(),
         day: day.clone(),

@@ -58,6 +58,23 @@ pub mod keys {
         format!("raw/{connector}/{file_name}")
     }
 
+    /// Where a fetched file lands: XIP files (`.xip`, optionally followed by
+    /// `.pgp`/`.gpg`/`.asc`) under the XIP connector, the rest under ICE.
+    pub fn raw_for_file(config: &crate::config::ConnectorConfig, file_name: &str) -> String {
+        let lower = file_name.to_ascii_lowercase();
+        let inner = ["", ".pgp", ".gpg", ".asc"].iter().find_map(|ext| {
+            lower
+                .strip_suffix(ext)
+                .filter(|rest| rest.ends_with(".xip"))
+        });
+        let connector = if inner.is_some() {
+            &config.xip.name
+        } else {
+            &config.name
+        };
+        raw(connector, file_name)
+    }
+
     /// `raw/ice/x.xml.pgp` -> `plain/ice/x.xml`.
     pub fn plain_for_raw(raw_key: &str) -> String {
         let rest = raw_key.strip_prefix("raw/").unwrap_or(raw_key);
@@ -116,5 +133,15 @@ mod tests {
             "plain/ice/ACME_20261120.xml"
         );
         assert_eq!(keys::plain_for_raw("raw/ice/x.zip"), "plain/ice/x.zip");
+        let config = crate::config::ConnectorConfig::ice();
+        assert_eq!(
+            keys::raw_for_file(&config, "V_2026.XIP.pgp"),
+            "raw/xip/V_2026.XIP.pgp"
+        );
+        assert_eq!(keys::raw_for_file(&config, "V.xip"), "raw/xip/V.xip");
+        assert_eq!(
+            keys::raw_for_file(&config, "A.xml.pgp"),
+            "raw/ice/A.xml.pgp"
+        );
     }
 }

@@ -1,0 +1,1285 @@
+//! Mailboxes on a mail server, over IMAP (async-imap, TLS by rustls).
+//!
+//! One admin credential reaches every mailbox: a Dovecot-style master user
+//! (`LOGIN "user*admin" password`), a SASL PLAIN proxy login (authorization
+//! identity = the mailbox; Cyrus, Dovecot), or SASL XOAUTH2 with a bearer
+//! token (Exchange Online app-only access). See `docs/imap.md`.
+//!
+//! Exactly once, per folder: the sink keeps the folder's Message-IDs (one
+//! `UID FETCH BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]` of the messages it has
+//! not seen yet before each batch), appends only what is missing, and after
+//! the batch fetches what arrived meanwhile: if a concurrent writer appended
+//! the same Message-ID too, every writer keeps the copy with the lowest UID
+//! and expunges the others by UID (UIDPLUS), so the folder converges to one
+//! copy whatever the interleaving. A dropped connection is re-opened and the
+//! batch resumes from a fresh look at the folder, so nothing is appended twice.
+//!
+//! Throughput: a session per mailbox is kept between calls; appends are
+//! pipelined (several commands in flight, LITERAL+ so no round trip waits for
+//! a continuation) and grouped into MULTIAPPEND commands when the server has
+//! it, which lets the server store a whole group in one transaction.
+
+mod conn;
+mod names;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_rustls::rustls;
+
+use crate::error::{Error, Result};
+use crate::ports::secrets::fields;
+use crate::ports::{Delivery, DeliveryOutcome, MailboxSink, SecretStore, SecretValue};
+
+use conn::{Done, DoneStatus, Endpoint, Event, Failure, Login, Untagged, Wire};
+pub use names::{folder_name, Namespace};
+
+/// How the sink proves it may open every mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum ImapAuth {
+    /// Dovecot master user: `LOGIN "<mailbox><separator><admin_user>"` with
+    /// the admin's password (secret field `mailbox_password`).
+    MasterUser {
+        admin_user: String,
+        #[serde(default = "default_separator")]
+        separator: String,
+    },
+    /// `AUTHENTICATE PLAIN` as `admin_user` on behalf of the mailbox (SASL
+    /// authorization identity): Cyrus proxy servers, Dovecot master users.
+    /// Password in secret field `mailbox_password`.
+    SaslProxy { admin_user: String },
+    /// `AUTHENTICATE XOAUTH2` with `user=<mailbox>` and the bearer token of
+    /// secret field `mailbox_oauth_token` (Exchange Online app-only access).
+    Xoauth2,
+}
+
+fn default_separator() -> String {
+    "*".into()
+}
+
+impl Default for ImapAuth {
+    fn default() -> Self {
+        ImapAuth::MasterUser {
+            admin_user: String::new(),
+            separator: default_separator(),
+        }
+    }
+}
+
+/// The `[<connector>.imap]` table of the settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    /// Default 993 (implicit TLS), or 143 for plaintext.
+    pub port: Option<u16>,
+    /// PEM file of the CA(s) to trust instead of the system roots (a firm's
+    /// own CA, or a test server's self-signed certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the certificate when it differs from `host`.
+    pub tls_server_name: Option<String>,
+    /// No TLS at all: passwords and mail cross the network in clear. Only for
+    /// a server on the same machine in tests.
+    pub insecure_plaintext_for_local_testing_only: bool,
+    pub auth: ImapAuth,
+    /// APPEND commands in flight per session; 1 = one APPEND per round trip.
+    pub pipeline_depth: usize,
+    /// Messages per MULTIAPPEND command when the server offers MULTIAPPEND;
+    /// 0 or 1 = one message per APPEND.
+    pub multiappend_max_messages: usize,
+    /// Overrides the personal namespace prefix the server announces (e.g.
+    /// `INBOX.`); the hierarchy delimiter always comes from the server.
+    pub namespace_prefix: Option<String>,
+    /// Sessions kept open for later batches (one per mailbox).
+    pub max_idle_sessions: usize,
+    /// Reconnections tried when the connection drops before giving up the
+    /// batch (with exponential backoff from 250 ms).
+    pub reconnect_attempts: u32,
+    pub timeout_secs: u64,
+    /// Expunge extra copies of a Message-ID of the batch (left by concurrent
+    /// writers), keeping the oldest. Off: extra copies are only reported.
+    pub remove_duplicates: bool,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: None,
+            ca_file: None,
+            tls_server_name: None,
+            insecure_plaintext_for_local_testing_only: false,
+            auth: ImapAuth::default(),
+            pipeline_depth: 8,
+            multiappend_max_messages: 100,
+            namespace_prefix: None,
+            max_idle_sessions: 16,
+            reconnect_attempts: 5,
+            timeout_secs: 120,
+            remove_duplicates: true,
+        }
+    }
+}
+
+impl ImapConfig {
+    pub fn port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.insecure_plaintext_for_local_testing_only {
+                143
+            } else {
+                993
+            })
+    }
+
+    /// The secret field holding the credential.
+    pub fn secret_field(&self) -> &'static str {
+        match self.auth {
+            ImapAuth::Xoauth2 => fields::MAILBOX_OAUTH_TOKEN,
+            _ => fields::MAILBOX_PASSWORD,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("imap: {what}")));
+        if self.host.trim().is_empty() {
+            return bad("host is empty");
+        }
+        match &self.auth {
+            ImapAuth::MasterUser {
+                admin_user,
+                separator,
+            } if admin_user.is_empty() || separator.is_empty() => {
+                return bad("master-user needs admin_user and separator")
+            }
+            ImapAuth::SaslProxy { admin_user } if admin_user.is_empty() => {
+                return bad("sasl-proxy needs admin_user")
+            }
+            _ => {}
+        }
+        if self.pipeline_depth == 0 {
+            return bad("pipeline_depth must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn tls(&self) -> Result<Arc<rustls::ClientConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::io(format!("reading imap.ca_file {}", path.display()), e)
+                })?;
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| {
+                        Error::Config(format!("imap.ca_file {}: {e}", path.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        Error::Config(format!("imap.ca_file {}: {e}", path.display()))
+                    })?;
+                }
+                if roots.is_empty() {
+                    return Err(Error::Config(format!(
+                        "imap.ca_file {} holds no certificate",
+                        path.display()
+                    )));
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                for problem in &native.errors {
+                    tracing::warn!(%problem, "a system root certificate could not be loaded");
+                }
+                let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+                if added == 0 {
+                    return Err(Error::Config(
+                        "no system root certificates found; set imap.ca_file".into(),
+                    ));
+                }
+            }
+        }
+        // The provider is named, not taken from the process default, so that
+        // another crate enabling aws-lc-rs cannot make the builder ambiguous.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    fn endpoint(&self) -> Result<Endpoint> {
+        let tls = if self.insecure_plaintext_for_local_testing_only {
+            tracing::warn!(
+                host = %self.host,
+                "IMAP WITHOUT TLS: insecure_plaintext_for_local_testing_only is set; credentials \
+                 and mail cross the network in clear"
+            );
+            None
+        } else {
+            let name = self.tls_server_name.as_deref().unwrap_or(&self.host);
+            let server_name =
+                rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
+                    Error::Config(format!("imap: {name:?} is not a TLS server name: {e}"))
+                })?;
+            Some((self.tls()?, server_name))
+        };
+        Ok(Endpoint {
+            host: self.host.clone(),
+            port: self.port(),
+            tls,
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+        })
+    }
+}
+
+/// Where the credential comes from.
+enum Credential {
+    Store {
+        store: Arc<dyn SecretStore>,
+        connector: String,
+    },
+    Fixed(SecretValue),
+}
+
+/// Counters of what the sink did, for logs, tests and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImapStats {
+    pub sessions_opened: u64,
+    pub reconnects: u64,
+    pub appended: u64,
+    pub already_present: u64,
+    pub refused: u64,
+    pub duplicates_removed: u64,
+    /// APPEND commands sent (a MULTIAPPEND counts once).
+    pub append_commands: u64,
+}
+
+/// The Message-IDs of one folder as far as the sink has read it.
+#[derive(Debug, Default)]
+struct FolderIndex {
+    uidvalidity: u32,
+    last_uid: u32,
+    /// Message-ID -> UIDs holding it, ascending.
+    ids: HashMap<String, Vec<u32>>,
+}
+
+impl FolderIndex {
+    fn add(&mut self, id: Option<String>, uid: u32) {
+        self.last_uid = self.last_uid.max(uid);
+        if let Some(id) = id {
+            let uids = self.ids.entry(id).or_default();
+            if let Err(at) = uids.binary_search(&uid) {
+                uids.insert(at, uid);
+            }
+        }
+    }
+}
+
+/// A logged-in session of one mailbox.
+struct Session {
+    mailbox: String,
+    wire: Wire,
+    namespace: Namespace,
+    /// The IMAP name of the selected folder, its UIDVALIDITY and how many
+    /// messages it had when selected.
+    selected: Option<(String, u32, u32)>,
+}
+
+/// What became of one delivery of a batch, while the batch runs.
+#[derive(Clone)]
+struct Job<'a> {
+    index: usize,
+    id: String,
+    delivery: &'a Delivery<'a>,
+    flags: String,
+}
+
+pub struct ImapSink {
+    config: ImapConfig,
+    endpoint: Endpoint,
+    credential: Credential,
+    secret: tokio::sync::Mutex<Option<SecretValue>>,
+    /// A login with the credential has worked: later refusals are about the
+    /// mailbox, not the credential.
+    credential_ok: AtomicBool,
+    valid: Mutex<HashMap<String, (bool, Instant)>>,
+    idle: Mutex<VecDeque<Session>>,
+    indexes: Mutex<HashMap<(String, String), FolderIndex>>,
+    stats: Mutex<ImapStats>,
+}
+
+/// How long an answer about a mailbox is trusted (a warm function keeps the
+/// sink across invocations; mailboxes get provisioned and removed).
+const VALIDITY_TTL: Duration = Duration::from_secs(600);
+/// Upper bound of one MULTIAPPEND command's literals.
+const MULTIAPPEND_MAX_BYTES: usize = 8 << 20;
+
+fn lock_failed() -> Error {
+    Error::Config("IMAP sink state lock poisoned by an earlier panic".into())
+}
+
+impl ImapSink {
+    /// A sink whose credential is read from the connector's secret (field
+    /// `mailbox_password`, or `mailbox_oauth_token` for XOAUTH2) on first use.
+    pub fn new(config: ImapConfig, secrets: Arc<dyn SecretStore>, connector: &str) -> Result<Self> {
+        Self::build(
+            config,
+            Credential::Store {
+                store: secrets,
+                connector: connector.to_string(),
+            },
+        )
+    }
+
+    /// A sink with the credential given directly (tools, benchmarks).
+    pub fn with_credential(config: ImapConfig, credential: SecretValue) -> Result<Self> {
+        Self::build(config, Credential::Fixed(credential))
+    }
+
+    fn build(config: ImapConfig, credential: Credential) -> Result<Self> {
+        config.check()?;
+        let endpoint = config.endpoint()?;
+        Ok(Self {
+            config,
+            endpoint,
+            credential,
+            secret: tokio::sync::Mutex::new(None),
+            credential_ok: AtomicBool::new(false),
+            valid: Mutex::new(HashMap::new()),
+            idle: Mutex::new(VecDeque::new()),
+            indexes: Mutex::new(HashMap::new()),
+            stats: Mutex::new(ImapStats::default()),
+        })
+    }
+
+    pub fn config(&self) -> &ImapConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> ImapStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, update: impl FnOnce(&mut ImapStats)) {
+        if let Ok(mut stats) = self.stats.lock() {
+            update(&mut stats);
+        }
+    }
+
+    fn secret_name(&self) -> String {
+        match &self.credential {
+            Credential::Store { connector, .. } => connector.clone(),
+            Credential::Fixed(_) => "imap credential".into(),
+        }
+    }
+
+    /// The credential; `reload` reads the store again (a token refreshed
+    /// since the last read).
+    async fn credential(&self, reload: bool) -> Result<SecretValue> {
+        let mut cached = self.secret.lock().await;
+        if let (Some(value), false) = (cached.as_ref(), reload) {
+            return Ok(value.clone());
+        }
+        let value = match &self.credential {
+            Credential::Fixed(value) => value.clone(),
+            Credential::Store { store, connector } => store
+                .load(connector)
+                .await?
+                .require(self.config.secret_field())?
+                .clone(),
+        };
+        *cached = Some(value.clone());
+        Ok(value)
+    }
+
+    fn failure_to_error(&self, failure: Failure) -> Error {
+        let server = self.endpoint.describe();
+        match failure {
+            Failure::Transport(reason) => Error::io(
+                format!("IMAP server {server}"),
+                std::io::Error::other(reason),
+            ),
+            Failure::Fatal(reason) => Error::Config(format!("IMAP server {server}: {reason}")),
+            Failure::Folder(reason) => Error::Config(reason),
+            Failure::LoginRefused { text, .. } => self.credential_refused(&text),
+            Failure::Crate(e) => e,
+        }
+    }
+
+    fn credential_refused(&self, text: &str) -> Error {
+        Error::Secret {
+            secret: self.secret_name(),
+            problem: format!(
+                "field {:?} was refused by IMAP server {} ({}); check the admin credential",
+                self.config.secret_field(),
+                self.endpoint.describe(),
+                text
+            ),
+        }
+    }
+
+    /// Decides what a refused login means: `Ok` = the mailbox cannot be
+    /// opened (it does not exist or the admin may not open it), `Err` = the
+    /// admin credential itself is wrong, which stops the run.
+    fn judge_refusal(&self, mailbox: &str, code: Option<&str>, text: &str) -> Result<String> {
+        // AUTHORIZATIONFAILED (Dovecot: unknown user, good master password)
+        // or no code at all (Exchange) is about the mailbox; AUTHENTICATIONFAILED
+        // is about the credential unless the same credential already worked.
+        let about_mailbox =
+            code != Some("AUTHENTICATIONFAILED") || self.credential_ok.load(Ordering::Relaxed);
+        if about_mailbox {
+            tracing::info!(
+                mailbox,
+                reason = text,
+                "mailbox cannot be opened with the admin credential"
+            );
+            Ok(format!(
+                "the server refused access to mailbox {mailbox}: {text}"
+            ))
+        } else {
+            Err(self.credential_refused(text))
+        }
+    }
+
+    async fn open_session(&self, mailbox: &str, reload_secret: bool) -> Result<Session, Failure> {
+        let secret = self
+            .credential(reload_secret)
+            .await
+            .map_err(Failure::Crate)?;
+        let login = match &self.config.auth {
+            ImapAuth::MasterUser {
+                admin_user,
+                separator,
+            } => Login::Plain {
+                user: format!("{mailbox}{separator}{admin_user}"),
+                password: secret.expose(),
+            },
+            ImapAuth::SaslProxy { admin_user } => Login::SaslPlain {
+                authzid: mailbox,
+                authcid: admin_user,
+                password: secret.expose(),
+            },
+            ImapAuth::Xoauth2 => Login::XOAuth2 {
+                user: mailbox,
+                token: secret.expose(),
+            },
+        };
+        let mut wire = Wire::open(&self.endpoint, &login).await?;
+        self.credential_ok.store(true, Ordering::Relaxed);
+        self.count(|s| s.sessions_opened += 1);
+        let mut namespace = wire.info.namespace.clone().unwrap_or(Namespace {
+            prefix: String::new(),
+            delimiter: None,
+        });
+        if wire.info.namespace.is_none() {
+            // No NAMESPACE: the delimiter of the root tells the hierarchy.
+            let (untagged, done) = wire.command("LIST \"\" \"\"").await?;
+            if done.status == DoneStatus::Ok {
+                namespace.delimiter = untagged.iter().find_map(|u| match u {
+                    Untagged::List { delimiter, .. } => {
+                        delimiter.as_deref().and_then(|d| d.chars().next())
+                    }
+                    _ => None,
+                });
+            }
+        }
+        if let Some(prefix) = &self.config.namespace_prefix {
+            namespace.prefix = prefix.clone();
+        }
+        tracing::debug!(mailbox, server = %self.endpoint.describe(), ?namespace, "IMAP session opened");
+        Ok(Session {
+            mailbox: mailbox.to_string(),
+            wire,
+            namespace,
+            selected: None,
+        })
+    }
+
+    /// A session for the mailbox: an idle one, or a new login. A refused
+    /// XOAUTH2 token is read again from the store once (it may have been
+    /// refreshed since).
+    async fn session(&self, mailbox: &str) -> Result<Session, Failure> {
+        let idle = {
+            let mut idle = self
+                .idle
+                .lock()
+                .map_err(|_| Failure::Crate(lock_failed()))?;
+            idle.iter()
+                .position(|s| s.mailbox == mailbox)
+                .and_then(|at| idle.remove(at))
+        };
+        if let Some(session) = idle {
+            return Ok(session);
+        }
+        match self.open_session(mailbox, false).await {
+            Err(Failure::LoginRefused { .. })
+                if matches!(self.config.auth, ImapAuth::Xoauth2)
+                    && matches!(self.credential, Credential::Store { .. }) =>
+            {
+                self.open_session(mailbox, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn put_back(&self, session: Session) {
+        let evicted = match self.idle.lock() {
+            Ok(mut idle) => {
+                idle.push_back(session);
+                let mut evicted = Vec::new();
+                while idle.len() > self.config.max_idle_sessions {
+                    evicted.extend(idle.pop_front());
+                }
+                evicted
+            }
+            Err(_) => Vec::new(),
+        };
+        for session in evicted {
+            session.wire.logout().await;
+        }
+    }
+
+    /// Opens a session, re-trying dropped connections with backoff.
+    async fn session_with_retries(&self, mailbox: &str) -> Result<Session, Failure> {
+        let mut attempt = 0;
+        loop {
+            match self.session(mailbox).await {
+                Err(Failure::Transport(reason)) if attempt < self.config.reconnect_attempts => {
+                    attempt += 1;
+                    self.backoff(attempt, &reason).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn backoff(&self, attempt: u32, reason: &str) {
+        self.count(|s| s.reconnects += 1);
+        let delay = Duration::from_millis(250u64 << (attempt - 1).min(5));
+        tracing::warn!(
+            server = %self.endpoint.describe(),
+            attempt,
+            of = self.config.reconnect_attempts,
+            ?delay,
+            reason,
+            "IMAP connection lost; reconnecting"
+        );
+        tokio::time::sleep(delay).await;
+    }
+
+    /// Delivers the jobs of one (mailbox, folder), reconnecting as needed.
+    async fn deliver_group(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        jobs: &[Job<'_>],
+        outcomes: &mut [Option<DeliveryOutcome>],
+    ) -> Result<()> {
+        let key = (mailbox.to_string(), folder.to_string());
+        let mut index = self
+            .indexes
+            .lock()
+            .map_err(|_| lock_failed())?
+            .remove(&key)
+            .unwrap_or_default();
+        let mut sent = HashSet::new();
+        let mut attempt = 0;
+        let end = loop {
+            let failure = match self.session(mailbox).await {
+                Ok(mut session) => {
+                    let result = self
+                        .run_group(&mut session, folder, jobs, outcomes, &mut index, &mut sent)
+                        .await;
+                    match result {
+                        Ok(()) => {
+                            self.put_back(session).await;
+                            break Ok(());
+                        }
+                        Err(failure @ Failure::Folder(_)) => {
+                            // The session is fine; only this folder is not.
+                            self.put_back(session).await;
+                            failure
+                        }
+                        // Anything else leaves the session in an unknown state: drop it.
+                        Err(failure) => failure,
+                    }
+                }
+                Err(failure) => failure,
+            };
+            match failure {
+                Failure::Transport(reason) if attempt < self.config.reconnect_attempts => {
+                    attempt += 1;
+                    self.backoff(attempt, &reason).await;
+                }
+                Failure::Folder(reason) => {
+                    tracing::warn!(mailbox, folder, %reason, "folder unusable; its messages fail");
+                    break Err(Ok(reason));
+                }
+                Failure::LoginRefused { code, text } => {
+                    break Err(self.judge_refusal(mailbox, code.as_deref(), &text));
+                }
+                other => break Err(Err(self.failure_to_error(other))),
+            }
+        };
+        self.restore_index(key, index);
+        match end {
+            Ok(()) => Ok(()),
+            Err(Ok(reason)) => {
+                for job in jobs {
+                    if outcomes[job.index].is_none() {
+                        self.count(|s| s.refused += 1);
+                        outcomes[job.index] = Some(DeliveryOutcome::Refused(reason.clone()));
+                    }
+                }
+                Ok(())
+            }
+            Err(Err(error)) => Err(error),
+        }
+    }
+
+    fn restore_index(&self, key: (String, String), index: FolderIndex) {
+        if let Ok(mut indexes) = self.indexes.lock() {
+            indexes.insert(key, index);
+        }
+    }
+}
+
+impl ImapSink {
+    /// One attempt at a group on a session: open the folder, catch up with
+    /// its Message-IDs, append what is missing, reconcile.
+    async fn run_group(
+        &self,
+        session: &mut Session,
+        folder: &str,
+        jobs: &[Job<'_>],
+        outcomes: &mut [Option<DeliveryOutcome>],
+        index: &mut FolderIndex,
+        sent: &mut HashSet<usize>,
+    ) -> Result<(), Failure> {
+        let name = folder_name(folder, &session.namespace).map_err(|reason| {
+            Failure::Folder(format!(
+                "folder {folder:?} in mailbox {}: {reason}",
+                session.mailbox
+            ))
+        })?;
+        let just_selected = select_or_create(session, &name).await?;
+        let (uidvalidity, exists) = session
+            .selected
+            .as_ref()
+            .map(|(_, v, e)| (*v, *e))
+            .unwrap_or_default();
+        if index.uidvalidity != uidvalidity {
+            // A new folder, or the server renumbered it: read it whole.
+            *index = FolderIndex {
+                uidvalidity,
+                ..Default::default()
+            };
+        }
+        // Some servers (Exchange) answer `UID FETCH 1:*` in an empty folder
+        // with BAD: an empty folder just selected has nothing to read.
+        if !(just_selected && exists == 0) {
+            catch_up(&mut session.wire, index, !just_selected).await?;
+        }
+
+        // Decide each job from what the folder holds now.
+        let mut to_send: Vec<&Job<'_>> = Vec::new();
+        let mut planned: HashSet<&str> = HashSet::new();
+        let limit = session.wire.info.append_limit();
+        for job in jobs {
+            if outcomes[job.index].is_some() {
+                continue;
+            }
+            if index.ids.contains_key(&job.id) {
+                // Sent by an attempt whose answer the broken connection took
+                // with it: that copy is ours.
+                let outcome = if sent.contains(&job.index) {
+                    self.count(|s| s.appended += 1);
+                    DeliveryOutcome::Delivered
+                } else {
+                    self.count(|s| s.already_present += 1);
+                    DeliveryOutcome::AlreadyPresent
+                };
+                outcomes[job.index] = Some(outcome);
+            } else if !planned.insert(job.id.as_str()) {
+                // The same Message-ID twice in one batch: one copy.
+                self.count(|s| s.already_present += 1);
+                outcomes[job.index] = Some(DeliveryOutcome::AlreadyPresent);
+            } else if let Some(limit) = limit.filter(|l| job.delivery.raw.len() as u64 > *l) {
+                self.count(|s| s.refused += 1);
+                outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
+                    "message of {} bytes exceeds the server's APPENDLIMIT of {limit} bytes",
+                    job.delivery.raw.len()
+                )));
+            } else {
+                to_send.push(job);
+            }
+        }
+        if to_send.is_empty() && index.last_uid == 0 {
+            // Nothing stored and nothing sent: the folder is still empty.
+            return Ok(());
+        }
+        if !to_send.is_empty() {
+            self.append(session, &name, &to_send, outcomes, sent)
+                .await?;
+        }
+
+        // Reconcile: see what arrived meanwhile (ours and any concurrent
+        // writer's) and keep one copy of each Message-ID of the batch.
+        let stored_any = jobs
+            .iter()
+            .any(|j| outcomes[j.index] == Some(DeliveryOutcome::Delivered));
+        if !stored_any && index.last_uid == 0 {
+            return Ok(());
+        }
+        catch_up(&mut session.wire, index, true).await?;
+        let ids: HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        let extra: Vec<u32> = ids
+            .iter()
+            .filter_map(|id| index.ids.get(*id))
+            .flat_map(|uids| uids.iter().skip(1).copied())
+            .collect();
+        if !extra.is_empty() {
+            self.remove_copies(session, index, extra).await?;
+        }
+        Ok(())
+    }
+
+    /// Expunges extra copies by UID, keeping the oldest copy of each
+    /// Message-ID.
+    async fn remove_copies(
+        &self,
+        session: &mut Session,
+        index: &mut FolderIndex,
+        extra: Vec<u32>,
+    ) -> Result<(), Failure> {
+        let mailbox = session.mailbox.clone();
+        if !self.config.remove_duplicates || !session.wire.info.has("UIDPLUS") {
+            tracing::warn!(
+                mailbox,
+                copies = extra.len(),
+                "extra copies of imported messages left in place (remove_duplicates off or no \
+                 UIDPLUS to expunge them by UID)"
+            );
+            return Ok(());
+        }
+        let set = extra
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let (_, done) = session
+            .wire
+            .commands(&[
+                format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+                format!("UID EXPUNGE {set}"),
+            ])
+            .await?;
+        if let Some(bad) = done.iter().find(|d| d.status != DoneStatus::Ok) {
+            tracing::warn!(mailbox, reason = %bad.text, "could not expunge extra copies");
+            return Ok(());
+        }
+        for uids in index.ids.values_mut() {
+            uids.retain(|uid| !extra.contains(uid));
+        }
+        self.count(|s| s.duplicates_removed += extra.len() as u64);
+        tracing::info!(
+            mailbox,
+            copies = extra.len(),
+            "extra copies from a concurrent import expunged"
+        );
+        Ok(())
+    }
+
+    /// Appends the jobs: several commands in flight, each a MULTIAPPEND of
+    /// several messages when the server allows. A refused MULTIAPPEND stores
+    /// nothing (RFC 3502), so its messages are sent again one by one to tell
+    /// the refused ones from the rest.
+    async fn append(
+        &self,
+        session: &mut Session,
+        name: &str,
+        jobs: &[&Job<'_>],
+        outcomes: &mut [Option<DeliveryOutcome>],
+        sent: &mut HashSet<usize>,
+    ) -> Result<(), Failure> {
+        let wire = &mut session.wire;
+        let mailbox_arg = names::quoted(name)
+            .ok_or_else(|| Failure::Folder(format!("folder name {name:?} cannot be quoted")))?;
+        let multi = if wire.info.has("MULTIAPPEND") {
+            self.config.multiappend_max_messages.max(1)
+        } else {
+            1
+        };
+        let mut queue: VecDeque<Vec<&Job<'_>>> = chunks(jobs, multi);
+        let mut retry_alone: Vec<&Job<'_>> = Vec::new();
+        let mut in_flight: VecDeque<(String, Vec<&Job<'_>>)> = VecDeque::new();
+        let depth = self.config.pipeline_depth.max(1);
+        loop {
+            if in_flight.len() < depth {
+                if let Some(chunk) = queue.pop_front() {
+                    let tag = wire.tag();
+                    for job in &chunk {
+                        sent.insert(job.index);
+                    }
+                    self.count(|s| s.append_commands += 1);
+                    match send_append(wire, &tag, &mailbox_arg, &chunk).await? {
+                        Sent::Whole => in_flight.push_back((tag, chunk)),
+                        Sent::Refused(done) => self.settle(done, chunk, outcomes, &mut retry_alone),
+                        Sent::Interleaved(done, refused) => {
+                            // Another command completed while we waited for
+                            // a continuation.
+                            let at = in_flight.iter().position(|(t, _)| *t == done.tag);
+                            if let Some((_, other)) = at.and_then(|at| in_flight.remove(at)) {
+                                self.settle(done, other, outcomes, &mut retry_alone);
+                            }
+                            match refused {
+                                Some(own) => self.settle(own, chunk, outcomes, &mut retry_alone),
+                                None => in_flight.push_back((tag, chunk)),
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+            if in_flight.is_empty() {
+                if retry_alone.is_empty() {
+                    break;
+                }
+                queue.extend(retry_alone.drain(..).map(|job| vec![job]));
+                continue;
+            }
+            wire.flush().await?;
+            match wire.read().await? {
+                Event::Done(done) => {
+                    let at = in_flight.iter().position(|(t, _)| *t == done.tag);
+                    let Some((_, chunk)) = at.and_then(|at| in_flight.remove(at)) else {
+                        return Err(Failure::Fatal(format!(
+                            "IMAP server completed an unknown command {}",
+                            done.tag
+                        )));
+                    };
+                    self.settle(done, chunk, outcomes, &mut retry_alone);
+                }
+                Event::Untagged(Untagged::Bye(text)) => {
+                    return Err(Failure::Transport(format!(
+                        "server is closing the connection: {text}"
+                    )))
+                }
+                Event::Untagged(_) => {}
+                Event::Continue => {
+                    return Err(Failure::Fatal(
+                        "IMAP server asked for a literal nobody sent".into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the completion of an APPEND.
+    fn settle<'j>(
+        &self,
+        done: Done,
+        chunk: Vec<&'j Job<'j>>,
+        outcomes: &mut [Option<DeliveryOutcome>],
+        retry_alone: &mut Vec<&'j Job<'j>>,
+    ) {
+        if done.status == DoneStatus::Ok {
+            for job in chunk {
+                self.count(|s| s.appended += 1);
+                outcomes[job.index] = Some(DeliveryOutcome::Delivered);
+            }
+        } else if chunk.len() > 1 {
+            tracing::debug!(reason = %done.text, messages = chunk.len(), "MULTIAPPEND refused; sending one by one");
+            retry_alone.extend(chunk);
+        } else {
+            for job in chunk {
+                tracing::warn!(message_id = %job.id, reason = %done.text, "server refused a message");
+                self.count(|s| s.refused += 1);
+                outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
+                    "the server refused the message: {}",
+                    done.text
+                )));
+            }
+        }
+    }
+}
+
+/// Groups jobs into APPEND commands of at most `max` messages and
+/// [`MULTIAPPEND_MAX_BYTES`].
+fn chunks<'j>(jobs: &[&'j Job<'j>], max: usize) -> VecDeque<Vec<&'j Job<'j>>> {
+    let mut out = VecDeque::new();
+    let mut current: Vec<&Job<'_>> = Vec::new();
+    let mut bytes = 0;
+    for job in jobs {
+        let size = job.delivery.raw.len();
+        if !current.is_empty() && (current.len() >= max || bytes + size > MULTIAPPEND_MAX_BYTES) {
+            out.push_back(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(*job);
+    }
+    if !current.is_empty() {
+        out.push_back(current);
+    }
+    out
+}
+
+enum Sent {
+    /// The command went out whole; its completion comes later.
+    Whole,
+    /// The server refused it before taking a literal.
+    Refused(Done),
+    /// While waiting for a continuation, another command completed (first);
+    /// the second is this command's own early refusal, if any.
+    Interleaved(Done, Option<Done>),
+}
+
+/// Writes one APPEND (MULTIAPPEND for several messages). Literals are
+/// non-synchronizing when the server allows (LITERAL+, or LITERAL- up to
+/// 4096 bytes); otherwise we wait for each continuation.
+async fn send_append(
+    wire: &mut Wire,
+    tag: &str,
+    mailbox_arg: &str,
+    chunk: &[&Job<'_>],
+) -> Result<Sent, Failure> {
+    let plus_any = wire.info.has("LITERAL+");
+    let plus_small = wire.info.has("LITERAL-");
+    let mut interleaved: Option<Done> = None;
+    wire.write(format!("{tag} APPEND {mailbox_arg}").as_bytes())
+        .await?;
+    for job in chunk {
+        let raw = job.delivery.raw;
+        let plus = plus_any || (plus_small && raw.len() <= 4096);
+        let head = format!(
+            " {} {} {{{}{}}}\r\n",
+            job.flags,
+            names::internal_date(job.delivery.internal_date),
+            raw.len(),
+            if plus { "+" } else { "" }
+        );
+        wire.write(head.as_bytes()).await?;
+        if !plus {
+            wire.flush().await?;
+            loop {
+                match wire.read().await? {
+                    Event::Continue => break,
+                    Event::Done(done) if done.tag == tag => {
+                        return Ok(match interleaved {
+                            Some(other) => Sent::Interleaved(other, Some(done)),
+                            None => Sent::Refused(done),
+                        });
+                    }
+                    Event::Done(done) => {
+                        if interleaved.is_some() {
+                            // Two completions while one literal waits: the
+                            // window is 1 deep in practice; keep it simple.
+                            return Err(Failure::Fatal(
+                                "IMAP server completed several commands during one literal".into(),
+                            ));
+                        }
+                        interleaved = Some(done);
+                    }
+                    Event::Untagged(Untagged::Bye(text)) => {
+                        return Err(Failure::Transport(format!(
+                            "server is closing the connection: {text}"
+                        )))
+                    }
+                    Event::Untagged(_) => {}
+                }
+            }
+        }
+        wire.write(raw).await?;
+    }
+    wire.write(b"\r\n").await?;
+    Ok(match interleaved {
+        Some(other) => Sent::Interleaved(other, None),
+        None => Sent::Whole,
+    })
+}
+
+/// Selects the folder, creating (and subscribing) it when missing. Returns
+/// whether a SELECT was issued now (a fresh SELECT is already in sync).
+async fn select_or_create(session: &mut Session, name: &str) -> Result<bool, Failure> {
+    if session.selected.as_ref().is_some_and(|(n, _, _)| n == name) {
+        return Ok(false);
+    }
+    let arg = names::quoted(name)
+        .ok_or_else(|| Failure::Folder(format!("folder name {name:?} cannot be quoted")))?;
+    session.selected = None;
+    let (untagged, done) = session.wire.command(&format!("SELECT {arg}")).await?;
+    let (untagged, done) = if done.status == DoneStatus::Ok {
+        (untagged, done)
+    } else {
+        let (_, created) = session.wire.command(&format!("CREATE {arg}")).await?;
+        // ALREADYEXISTS: a concurrent import created it first.
+        if created.status != DoneStatus::Ok && !created.text.contains("ALREADYEXISTS") {
+            return Err(Failure::Folder(format!(
+                "cannot create folder {name:?} in mailbox {}: {}",
+                session.mailbox, created.text
+            )));
+        }
+        tracing::info!(mailbox = %session.mailbox, folder = name, "folder created");
+        // Clients such as Outlook only show subscribed folders.
+        session.wire.command(&format!("SUBSCRIBE {arg}")).await?;
+        session.wire.command(&format!("SELECT {arg}")).await?
+    };
+    if done.status != DoneStatus::Ok {
+        return Err(Failure::Folder(format!(
+            "cannot open folder {name:?} in mailbox {}: {}",
+            session.mailbox, done.text
+        )));
+    }
+    let uidvalidity = untagged
+        .iter()
+        .find_map(|u| match u {
+            Untagged::UidValidity(v) => Some(*v),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let exists = untagged
+        .iter()
+        .find_map(|u| match u {
+            Untagged::Exists(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(0);
+    session.selected = Some((name.to_string(), uidvalidity, exists));
+    Ok(true)
+}
+
+/// Reads the Message-IDs of the messages the index has not seen yet
+/// (`NOOP` first when the folder may have changed since it was selected).
+async fn catch_up(wire: &mut Wire, index: &mut FolderIndex, noop: bool) -> Result<(), Failure> {
+    let from = index.last_uid.saturating_add(1);
+    let fetch = format!("UID FETCH {from}:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])");
+    let commands = if noop {
+        vec!["NOOP".to_string(), fetch]
+    } else {
+        vec![fetch]
+    };
+    let (untagged, done) = wire.commands(&commands).await?;
+    if let Some(bad) = done.iter().find(|d| d.status != DoneStatus::Ok) {
+        return Err(Failure::Folder(format!(
+            "cannot read the Message-IDs of the folder: {}",
+            bad.text
+        )));
+    }
+    for item in untagged {
+        if let Untagged::Fetch {
+            uid: Some(uid),
+            section,
+        } = item
+        {
+            // `N:*` also returns the last message when N is past it.
+            if uid >= from {
+                index.add(
+                    section.as_deref().and_then(names::message_id_from_header),
+                    uid,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MailboxSink for ImapSink {
+    async fn is_valid_mailbox(&self, mailbox: &str) -> Result<bool> {
+        let mailbox = mailbox.trim().to_lowercase();
+        if let Some((valid, when)) = self
+            .valid
+            .lock()
+            .map_err(|_| lock_failed())?
+            .get(&mailbox)
+            .copied()
+        {
+            if when.elapsed() < VALIDITY_TTL {
+                return Ok(valid);
+            }
+        }
+        if mailbox.is_empty()
+            || names::quoted(&mailbox).is_none()
+            || mailbox.contains(['\u{1}', ' '])
+        {
+            return Ok(false);
+        }
+        let valid = match self.session_with_retries(&mailbox).await {
+            Ok(session) => {
+                // Keep it: the mailbox is about to receive mail.
+                self.put_back(session).await;
+                true
+            }
+            Err(Failure::LoginRefused { code, text }) => {
+                self.judge_refusal(&mailbox, code.as_deref(), &text)?;
+                false
+            }
+            Err(other) => return Err(self.failure_to_error(other)),
+        };
+        self.valid
+            .lock()
+            .map_err(|_| lock_failed())?
+            .insert(mailbox, (valid, Instant::now()));
+        Ok(valid)
+    }
+
+    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
+        let mut outcomes = self.deliver_batch(std::slice::from_ref(delivery)).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| Error::Config("IMAP sink lost an outcome".into()))
+    }
+
+    async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Result<Vec<DeliveryOutcome>> {
+        let mut groups: Vec<((String, &str), Vec<Job<'_>>)> = Vec::new();
+        for (index, delivery) in deliveries.iter().enumerate() {
+            let flags = names::flag_list(delivery.flags).map_err(Error::Config)?;
+            let job = Job {
+                index,
+                id: names::normalize_message_id(delivery.message_id),
+                delivery,
+                flags,
+            };
+            let key = (delivery.mailbox.trim().to_lowercase(), delivery.folder);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, jobs)) => jobs.push(job),
+                None => groups.push((key, vec![job])),
+            }
+        }
+        let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; deliveries.len()];
+        for ((mailbox, folder), jobs) in &groups {
+            self.deliver_group(mailbox, folder, jobs, &mut outcomes)
+                .await?;
+        }
+        let stats = self.stats();
+        tracing::debug!(?stats, "IMAP batch done");
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| DeliveryOutcome::Refused("not attempted".into())))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use chrono::TimeZone;
+
+    #[test]
+    fn settings_carry_the_imap_table() {
+        let text = r#"
+[ice]
+firm_domains = ["acme.example"]
+
+[ice.imap]
+host = "imap.acme.example"
+ca_file = "/etc/ssl/acme-ca.pem"
+pipeline_depth = 4
+
+[ice.imap.auth]
+method = "master-user"
+admin_user = "archiver"
+"#;
+        let settings: Settings = toml::from_str(text).unwrap();
+        let imap = settings.ice.imap.clone().expect("imap table");
+        assert_eq!(imap.port(), 993);
+        assert_eq!(imap.pipeline_depth, 4);
+        assert_eq!(imap.multiappend_max_messages, 100);
+        assert_eq!(
+            imap.auth,
+            ImapAuth::MasterUser {
+                admin_user: "archiver".into(),
+                separator: "*".into()
+            }
+        );
+        assert_eq!(imap.secret_field(), fields::MAILBOX_PASSWORD);
+        // Round trip through the writer the CLI uses.
+        let again: Settings = toml::from_str(&settings.to_toml()).unwrap();
+        assert_eq!(again, settings);
+        let oauth: ImapConfig =
+            toml::from_str("host = \"outlook.office365.com\"\nauth = { method = \"xoauth2\" }\n")
+                .unwrap();
+        assert_eq!(oauth.secret_field(), fields::MAILBOX_OAUTH_TOKEN);
+        assert!(toml::from_str::<ImapConfig>("host = \"x\"\nplaintext = true\n").is_err());
+    }
+
+    #[test]
+    fn configuration_mistakes_are_caught_before_any_connection() {
+        let no_host = ImapConfig::default();
+        assert!(ImapSink::with_credential(no_host, SecretValue::new("x")).is_err());
+        let no_admin = ImapConfig {
+            host: "127.0.0.1".into(),
+            insecure_plaintext_for_local_testing_only: true,
+            ..ImapConfig::default()
+        };
+        let error = ImapSink::with_credential(no_admin, SecretValue::new("x"))
+            .err()
+            .expect("admin_user is required");
+        assert!(error.to_string().contains("admin_user"), "{error}");
+        let missing_ca = ImapConfig {
+            host: "127.0.0.1".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            auth: ImapAuth::Xoauth2,
+            ..ImapConfig::default()
+        };
+        assert!(ImapSink::with_credential(missing_ca, SecretValue::new("x")).is_err());
+    }
+
+    #[test]
+    fn appends_are_grouped_by_count_and_size() {
+        let small = vec![b'x'; 1000];
+        let big = vec![b'x'; MULTIAPPEND_MAX_BYTES];
+        let flags: Vec<String> = Vec::new();
+        let at = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap();
+        let deliveries: Vec<Delivery<'_>> = [&small, &small, &big, &small, &small, &small]
+            .iter()
+            .map(|raw| Delivery {
+                mailbox: "a@x",
+                folder: "F",
+                message_id: "m",
+                raw,
+                internal_date: at,
+                flags: &flags,
+            })
+            .collect();
+        let jobs: Vec<Job<'_>> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(index, delivery)| Job {
+                index,
+                id: format!("m{index}"),
+                delivery,
+                flags: "()".into(),
+            })
+            .collect();
+        let refs: Vec<&Job<'_>> = jobs.iter().collect();
+        let sizes: Vec<usize> = chunks(&refs, 2).iter().map(Vec::len).collect();
+        // The 8 MiB message closes the first group and fills its own.
+        assert_eq!(sizes, vec![2, 1, 2, 1]);
+        let sizes: Vec<usize> = chunks(&refs, 1).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1; 6]);
+    }
+
+    #[test]
+    fn the_folder_index_keeps_uids_per_message_id_in_order() {
+        let mut index = FolderIndex::default();
+        index.add(Some("a".into()), 7);
+        index.add(Some("a".into()), 3);
+        index.add(None, 9);
+        index.add(Some("a".into()), 7);
+        assert_eq!(index.ids["a"], vec![3, 7]);
+        assert_eq!(index.last_uid, 9);
+    }
+}

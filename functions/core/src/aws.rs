@@ -1,0 +1,620 @@
+//! Running on AWS Lambda (feature `aws`): settings from the environment, the
+//! SDK clients built once per process, the pipeline on S3 and Secrets
+//! Manager, and the handler body every function binary calls.
+//!
+//! Init stays small: building the clients reads the environment only (the
+//! region from `AWS_REGION`; credentials are resolved on the first request),
+//! the secret is read on the first event that needs it, and the SFTP and IMAP
+//! connections open on first use.
+//!
+//! Environment (set by `infra/template.yaml`):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `BUCKET` | the archive bucket (required) |
+//! | `SECRET_ID` | name or ARN of the connector's secret (default `chat-archive/<connector>`) |
+//! | `KMS_KEY_ID` | SSE-KMS key for every write (default: the bucket's default encryption) |
+//! | `CHAT_ARCHIVE_SETTINGS` | the settings file's TOML (`[ice]`, `[ice.sftp]`, `[ice.imap]`), optional |
+//! | `FIRM_DOMAINS` | comma-separated; overrides `firm_domains` |
+//! | `SIGNATURE_POLICY`, `GRANULARITY`, `MAIL_FOLDER` | override those settings |
+//! | `SFTP_HOST`, `SFTP_PORT`, `SFTP_DIRECTORY` | the ICE SFTP site (`[ice.sftp]`) |
+//! | `IMAP_HOST`, `IMAP_PORT`, `IMAP_ADMIN_USER` | the mail server, master-user login (`[ice.imap]`) |
+//! | `DROP_DIR` | files from a local directory instead of SFTP (tests, EFS) |
+//! | `MAILDIR_ROOT` | mail into a Maildir tree instead of IMAP (tests, EFS) |
+//! | `AWS_ENDPOINT_URL` | one endpoint for S3 and Secrets Manager (moto, MinIO); path-style S3 |
+//! | `S3_FORCE_PATH_STYLE` | `true` for path-style S3 addressing |
+//! | `S3_PART_SIZE_MIB`, `S3_PARTS_IN_FLIGHT` | multipart upload tuning (default 8 MiB, 2) |
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::s3::S3Event;
+use aws_sdk_s3::config::Credentials;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::s3::{S3Settings, S3Store};
+use crate::adapters::secrets_manager::SecretsManagerStore;
+use crate::adapters::{DropDirectory, ImapSink, MaildirSink, SftpSource};
+use crate::config::ConnectorConfig;
+use crate::error::{Error, Result};
+use crate::events::object_keys;
+use crate::function::{self, Function, Response};
+use crate::pipeline::Pipeline;
+use crate::ports::{
+    ByteStream, Delivery, DeliveryOutcome, MailboxSink, Metadata, RemoteFile, SecretStore, Source,
+};
+use crate::stages::Context;
+use crate::status::{self, DayStatus};
+
+/// What the functions need to know, read from the environment.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub bucket: String,
+    /// Secret name or ARN; `None`: `chat-archive/<connector>`.
+    pub secret_id: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub connector: ConnectorConfig,
+    /// Files from this directory when no SFTP site is configured.
+    pub drop_dir: Option<PathBuf>,
+    /// Mail into this Maildir tree when no IMAP server is configured.
+    pub maildir_root: Option<PathBuf>,
+    pub sdk: SdkOptions,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+}
+
+/// How to reach AWS (or a stand-in such as moto).
+#[derive(Debug, Clone, Default)]
+pub struct SdkOptions {
+    /// One endpoint for every service (implies path-style S3).
+    pub endpoint_url: Option<String>,
+    /// `None`: the default chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Fixed access key and secret key (a local test server); `None`: the
+    /// default credential chain (the Lambda role).
+    pub static_credentials: Option<(String, String)>,
+    pub force_path_style: bool,
+}
+
+impl AwsSettings {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Settings from any variable lookup (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let bucket = get("BUCKET").ok_or_else(|| {
+            Error::Config("BUCKET is not set: the name of the archive bucket".into())
+        })?;
+        let connector = connector_config(&get)?;
+        let endpoint_url = get("AWS_ENDPOINT_URL");
+        let force_path_style = endpoint_url.is_some()
+            || get("S3_FORCE_PATH_STYLE").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let number = |name: &str, default: usize| -> Result<usize> {
+            get(name).map_or(Ok(default), |v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| Error::Config(format!("{name}: not a number: {v:?}")))
+            })
+        };
+        Ok(Self {
+            bucket,
+            secret_id: get("SECRET_ID"),
+            kms_key_id: get("KMS_KEY_ID"),
+            connector,
+            drop_dir: get("DROP_DIR").map(PathBuf::from),
+            maildir_root: get("MAILDIR_ROOT").map(PathBuf::from),
+            sdk: SdkOptions {
+                endpoint_url,
+                region: None,
+                static_credentials: None,
+                force_path_style,
+            },
+            part_size: number("S3_PART_SIZE_MIB", 8)?.saturating_mul(1024 * 1024),
+            parts_in_flight: number("S3_PARTS_IN_FLIGHT", 2)?,
+        })
+    }
+}
+
+/// The connector's settings: `CHAT_ARCHIVE_SETTINGS` (TOML of the settings
+/// file) or the embedded defaults, then the single-value overrides.
+fn connector_config(get: &dyn Fn(&str) -> Option<String>) -> Result<ConnectorConfig> {
+    let base = match get("CHAT_ARCHIVE_SETTINGS") {
+        Some(text) => {
+            toml::from_str::<crate::config::Settings>(&text)
+                .map_err(|e| Error::Config(format!("CHAT_ARCHIVE_SETTINGS: {e}")))?
+                .ice
+        }
+        None => ConnectorConfig::ice(),
+    };
+    let mut value =
+        serde_json::to_value(&base).map_err(|e| Error::Config(format!("settings: {e}")))?;
+    let set = |value: &mut serde_json::Value, path: &[&str], new: serde_json::Value| {
+        let mut at = value;
+        for part in &path[..path.len() - 1] {
+            if at.get(*part).is_none_or(serde_json::Value::is_null) {
+                at[*part] = serde_json::json!({});
+            }
+            at = &mut at[*part];
+        }
+        at[path[path.len() - 1]] = new;
+    };
+    let port = |name: &str, v: String| -> Result<serde_json::Value> {
+        v.trim()
+            .parse::<u16>()
+            .map(Into::into)
+            .map_err(|_| Error::Config(format!("{name}: not a port number: {v:?}")))
+    };
+    if let Some(domains) = get("FIRM_DOMAINS") {
+        let list: Vec<&str> = domains
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        set(&mut value, &["firm_domains"], list.into());
+    }
+    for (name, path) in [
+        ("SIGNATURE_POLICY", "signature_policy"),
+        ("GRANULARITY", "granularity"),
+        ("MAIL_FOLDER", "folder"),
+    ] {
+        if let Some(v) = get(name) {
+            set(&mut value, &[path], v.trim().into());
+        }
+    }
+    if let Some(host) = get("SFTP_HOST") {
+        set(&mut value, &["sftp", "host"], host.trim().into());
+    }
+    if let Some(v) = get("SFTP_PORT") {
+        set(&mut value, &["sftp", "port"], port("SFTP_PORT", v)?);
+    }
+    if let Some(v) = get("SFTP_DIRECTORY") {
+        set(&mut value, &["sftp", "directory"], v.into());
+    }
+    if let Some(host) = get("IMAP_HOST") {
+        set(&mut value, &["imap", "host"], host.trim().into());
+    }
+    if let Some(v) = get("IMAP_PORT") {
+        set(&mut value, &["imap", "port"], port("IMAP_PORT", v)?);
+    }
+    if let Some(user) = get("IMAP_ADMIN_USER") {
+        set(
+            &mut value,
+            &["imap", "auth"],
+            serde_json::json!({"method": "master-user", "admin_user": user.trim()}),
+        );
+    }
+    serde_json::from_value(value).map_err(|e| Error::Config(format!("connector settings: {e}")))
+}
+
+/// The SDK configuration: HTTPS by rustls with ring, the default credential
+/// chain unless fixed credentials are given. Reads no network.
+pub async fn sdk_config(options: &SdkOptions) -> SdkConfig {
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
+    if let Some(endpoint) = &options.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(region) = &options.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some((access_key, secret_key)) = &options.static_credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "chat-archive-static",
+        ));
+    }
+    loader.load().await
+}
+
+impl Pipeline {
+    /// The pipeline on AWS: S3 for objects, Secrets Manager for the secret,
+    /// the SFTP site (or `drop_dir`) as source, the mail server (or
+    /// `maildir_root`) as sink. Opens no connection.
+    pub fn aws(settings: &AwsSettings, sdk: &SdkConfig) -> Result<Self> {
+        Ok(build(settings, sdk)?.0)
+    }
+}
+
+/// An S3 client on the SDK configuration (path-style addressing for
+/// stand-ins such as moto or MinIO).
+pub fn s3_client(sdk: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(force_path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+fn build(settings: &AwsSettings, sdk: &SdkConfig) -> Result<(Pipeline, Arc<S3Store>)> {
+    let name = settings.connector.name.clone();
+    let mut s3 = S3Settings::new(&settings.bucket);
+    s3.kms_key_id = settings.kms_key_id.clone();
+    s3.part_size = settings.part_size;
+    s3.parts_in_flight = settings.parts_in_flight;
+    let store = Arc::new(S3Store::new(
+        s3_client(sdk, settings.sdk.force_path_style),
+        s3,
+    ));
+    let mut secrets = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk))
+        .with_kms_key(settings.kms_key_id.clone());
+    if let Some(id) = &settings.secret_id {
+        secrets = secrets.with_secret(&name, id);
+    }
+    let secrets: Arc<dyn SecretStore> = Arc::new(secrets);
+    let source: Arc<dyn Source> = match (&settings.connector.sftp, &settings.drop_dir) {
+        (Some(sftp), _) => Arc::new(SftpSource::new(sftp.clone(), &name, secrets.clone())),
+        (None, Some(dir)) => Arc::new(DropDirectory::new(dir)),
+        (None, None) => Arc::new(Unconfigured),
+    };
+    let sink: Arc<dyn MailboxSink> = match (&settings.connector.imap, &settings.maildir_root) {
+        (Some(imap), _) => Arc::new(ImapSink::new(imap.clone(), secrets.clone(), &name)?),
+        (None, Some(root)) => Arc::new(MaildirSink::new(root)),
+        (None, None) => Arc::new(Unconfigured),
+    };
+    let pipeline = Pipeline {
+        ctx: Context {
+            store: store.clone(),
+            config: settings.connector.clone(),
+        },
+        secrets,
+        sink,
+        source,
+        bucket: settings.bucket.clone(),
+    };
+    Ok((pipeline, store))
+}
+
+/// JSON log lines on stdout (Lambda's JSON log format reads them as they
+/// are). Level from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `info`.
+pub fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok())
+        .map(|level| level.to_ascii_lowercase())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},pgp=warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pgp=warn"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// A request to the import function to fold status records into
+/// `status.json` / `status.csv`: of every day touched since the last
+/// rebuild, or of the days named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// Names the request; `false` does nothing.
+    pub rebuild_status: bool,
+    /// These days (`YYYY-MM-DD` or `undated`) instead of the marked ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+}
+
+/// What the import function is started by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ImportEvent {
+    /// `{"rebuild_status": true}` (the status schedule).
+    Status(StatusRequest),
+    S3(S3Event),
+}
+
+/// One function process: the pipeline and the SDK clients, built once, and
+/// the handler of each kind of event.
+pub struct Lambda {
+    pub pipeline: Pipeline,
+    store: Arc<S3Store>,
+}
+
+impl Lambda {
+    pub fn new(settings: &AwsSettings, sdk: &SdkConfig) -> Result<Self> {
+        let (pipeline, store) = build(settings, sdk)?;
+        Ok(Self { pipeline, store })
+    }
+
+    /// The Lambda set-up: settings from the environment, the clients built
+    /// (no network).
+    pub async fn from_env() -> Result<Self> {
+        let settings = AwsSettings::from_env()?;
+        settings.connector.check()?;
+        let sdk = sdk_config(&settings.sdk).await;
+        Self::new(&settings, &sdk)
+    }
+
+    /// The handler of every function, for its event as JSON (what the
+    /// binaries and the tests call): S3 events are read tolerantly
+    /// ([`parse_s3_event`]), manual fetch requests strictly.
+    pub async fn handle(&self, function: Function, event: serde_json::Value) -> Result<Response> {
+        match function {
+            Function::Fetch => self.fetch(&event).await,
+            Function::Import if event.get("rebuild_status").is_some() => {
+                let request = serde_json::from_value(event)
+                    .map_err(|e| Error::Config(format!("status request: {e}")))?;
+                self.import(ImportEvent::Status(request)).await
+            }
+            Function::Import => self.import(ImportEvent::S3(parse_s3_event(event)?)).await,
+            Function::Decrypt | Function::Convert => {
+                self.s3(function, &parse_s3_event(event)?).await
+            }
+        }
+    }
+
+    /// fetch: a schedule event means "everything new"; a manual request is
+    /// read strictly (a mistyped backfill fails, it never runs as a plain
+    /// daily fetch).
+    pub async fn fetch(&self, event: &serde_json::Value) -> Result<Response> {
+        let bytes = serde_json::to_vec(event).map_err(|e| Error::Config(e.to_string()))?;
+        let request = function::parse_fetch_request(&bytes)?;
+        tracing::info!(?request, "fetch");
+        function::invoke_fetch(&self.pipeline, &request).await
+    }
+
+    /// decrypt, convert, import: the stage for every object of the event.
+    /// Events of another bucket are refused. When the stage changed anything,
+    /// the days whose status it touched are marked for the next rebuild (a
+    /// replay that changes nothing writes nothing at all).
+    pub async fn s3(&self, function: Function, event: &S3Event) -> Result<Response> {
+        let pipeline = &self.pipeline;
+        for record in &event.records {
+            let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
+            if bucket != pipeline.bucket {
+                return Err(Error::Config(format!(
+                    "event for bucket {bucket:?}; this function serves {:?}",
+                    pipeline.bucket
+                )));
+            }
+        }
+        let keys = object_keys(event)?;
+        tracing::info!(?function, ?keys, "S3 event");
+        let before = self.store.commits();
+        let result = function::invoke_s3(pipeline, function, event).await;
+        if self.store.commits() != before {
+            // On failure the days come from the keys: the retry may find
+            // nothing left to write, so the mark cannot wait for it.
+            let mut days: BTreeSet<String> = keys.iter().filter_map(|k| day_of_key(k)).collect();
+            if let Ok(response) = &result {
+                days.extend(response.days.iter().cloned());
+            }
+            if let Err(e) = mark_for_status(pipeline, &days).await {
+                tracing::error!(error = %e, ?days, "could not mark days for the status rebuild");
+                if result.is_ok() {
+                    return Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    pub async fn import(&self, event: ImportEvent) -> Result<Response> {
+        match event {
+            ImportEvent::S3(event) => self.s3(Function::Import, &event).await,
+            ImportEvent::Status(request) if !request.rebuild_status => Ok(Response::default()),
+            ImportEvent::Status(request) => {
+                let days = rebuild_status(&self.pipeline, &request.days).await?;
+                Ok(Response {
+                    written: days
+                        .iter()
+                        .map(|d| format!("{}status.json", status::day_prefix(&d.connector, &d.day)))
+                        .collect(),
+                    days: days.into_iter().map(|d| d.day).collect(),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+/// Reads an S3 event, also a minimal one: S3 itself always sends every field,
+/// but a stand-in (moto, MinIO) or an event written by hand to re-run a stage
+/// may leave out the parts no stage reads (`userIdentity`,
+/// `requestParameters`, `eventTime`).
+pub fn parse_s3_event(mut event: serde_json::Value) -> Result<S3Event> {
+    if let Some(records) = event
+        .get_mut("Records")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for record in records
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            for (field, default) in [
+                ("userIdentity", serde_json::json!({})),
+                ("requestParameters", serde_json::json!({})),
+                ("eventTime", serde_json::json!("1970-01-01T00:00:00Z")),
+            ] {
+                record.entry(field).or_insert(default);
+            }
+        }
+    }
+    serde_json::from_value(event).map_err(|e| Error::Config(format!("not an S3 event: {e}")))
+}
+
+/// The day a stage's input object belongs to, as the stages file it.
+fn day_of_key(key: &str) -> Option<String> {
+    if key.starts_with("mail/") {
+        return key.split('/').nth(2).map(str::to_string);
+    }
+    let name = key.rsplit('/').next().unwrap_or(key);
+    Some(status::day_label(status::day_from_file_name(name)))
+}
+
+fn dirty_prefix(connector: &str) -> String {
+    format!("state/{connector}/status-dirty/")
+}
+
+/// Marks days for the next status rebuild (one empty object per day).
+pub async fn mark_for_status(pipeline: &Pipeline, days: &BTreeSet<String>) -> Result<()> {
+    let prefix = dirty_prefix(&pipeline.ctx.config.name);
+    for day in days {
+        pipeline
+            .ctx
+            .store
+            .put_bytes(&format!("{prefix}{day}"), Vec::new(), &Metadata::new())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the status log of the days named, or of every marked day. A
+/// mark is removed before its day's records are read, so a record written
+/// meanwhile marks the day again and the next run folds it in.
+pub async fn rebuild_status(pipeline: &Pipeline, days: &[String]) -> Result<Vec<DayStatus>> {
+    let store = pipeline.ctx.store.as_ref();
+    let connector = &pipeline.ctx.config.name;
+    let prefix = dirty_prefix(connector);
+    for day in days {
+        let plain = !day.is_empty()
+            && day
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !plain {
+            return Err(Error::Config(format!("status request: not a day: {day:?}")));
+        }
+    }
+    let days: Vec<String> = if days.is_empty() {
+        let mut marked = Vec::new();
+        for key in store.list(&prefix).await? {
+            if let Some(day) = key.strip_prefix(&prefix) {
+                store.delete(&key).await?;
+                marked.push(day.to_string());
+            }
+        }
+        marked
+    } else {
+        days.to_vec()
+    };
+    let mut rebuilt = Vec::new();
+    for day in &days {
+        let status = status::rebuild_day(store, connector, day).await?;
+        tracing::info!(
+            day,
+            imported = status.imported,
+            failed = status.failed,
+            counts_add_up = status.counts_add_up(),
+            "status log rebuilt"
+        );
+        rebuilt.push(status);
+    }
+    Ok(rebuilt)
+}
+
+/// Stands in for a source or sink this function was not given: says what to
+/// configure when it is used.
+struct Unconfigured;
+
+#[async_trait]
+impl Source for Unconfigured {
+    fn describe(&self) -> String {
+        "no source configured".into()
+    }
+    async fn list(&self) -> Result<Vec<RemoteFile>> {
+        Err(Error::Config(
+            "no source configured: set SFTP_HOST (or [ice.sftp] in CHAT_ARCHIVE_SETTINGS), or DROP_DIR"
+                .into(),
+        ))
+    }
+    async fn open(&self, file: &RemoteFile) -> Result<ByteStream> {
+        Err(Error::Config(format!(
+            "no source configured to open {:?}",
+            file.name
+        )))
+    }
+}
+
+#[async_trait]
+impl MailboxSink for Unconfigured {
+    async fn is_valid_mailbox(&self, _mailbox: &str) -> Result<bool> {
+        Err(Error::Config(
+            "no mailbox sink configured: set IMAP_HOST (or [ice.imap] in CHAT_ARCHIVE_SETTINGS), or MAILDIR_ROOT"
+                .into(),
+        ))
+    }
+    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
+        self.is_valid_mailbox(delivery.mailbox).await?;
+        Ok(DeliveryOutcome::Refused(
+            "no mailbox sink configured".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<AwsSettings> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AwsSettings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn settings_come_from_the_environment() {
+        let s = settings(&[
+            ("BUCKET", "archive"),
+            ("FIRM_DOMAINS", "acme.example, acme-bank.example"),
+            ("SIGNATURE_POLICY", "required"),
+            ("SFTP_HOST", "sftp.ice.example"),
+            ("SFTP_PORT", "2222"),
+            ("IMAP_HOST", "imap.acme.example"),
+            ("IMAP_ADMIN_USER", "archiver"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("S3_PART_SIZE_MIB", "16"),
+        ])
+        .unwrap();
+        assert_eq!(s.bucket, "archive");
+        assert_eq!(
+            s.connector.firm_domains,
+            vec!["acme.example", "acme-bank.example"]
+        );
+        assert_eq!(
+            s.connector.signature_policy,
+            crate::crypto::SignaturePolicy::Required
+        );
+        let sftp = s.connector.sftp.as_ref().unwrap();
+        assert_eq!((sftp.host.as_str(), sftp.port), ("sftp.ice.example", 2222));
+        assert_eq!(s.connector.imap.as_ref().unwrap().host, "imap.acme.example");
+        assert!(s.sdk.force_path_style);
+        assert_eq!(s.part_size, 16 << 20);
+        assert!(s.secret_id.is_none());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = settings(&[]).unwrap_err().to_string();
+        assert!(err.contains("BUCKET"), "{err}");
+        let err = settings(&[("BUCKET", "b"), ("SIGNATURE_POLICY", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sometimes"), "{err}");
+        let err = settings(&[("BUCKET", "b"), ("SFTP_PORT", "twenty-two")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SFTP_PORT"), "{err}");
+        let err = settings(&[
+            ("BUCKET", "b"),
+            ("CHAT_ARCHIVE_SETTINGS", "[ice]\nfolderr = 1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CHAT_ARCHIVE_SETTINGS"), "{err}");
+    }
+}

@@ -1,0 +1,330 @@
+//! `bench`: the performance figures of the pipeline, each next to its peer in
+//! the same run on the same machine, printed as a table of ratios.
+//!
+//! ```text
+//! cargo run --release -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--only decrypt,parse,e2e]
+//! ```
+//!
+//! Every measured piece runs in a child process of its own, so its peak RSS
+//! (VmHWM) is its own and not the harness's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use chat_archive_core::config::ConnectorConfig;
+use chat_archive_core::crypto::{self, DecryptKeys, SignaturePolicy};
+use chat_archive_core::events::FetchRequest;
+use chat_archive_core::formats::ice::IceReader;
+use chat_archive_core::mail::{build_mails, Lineage};
+use chat_archive_core::pipeline::Silent;
+use integration_tests::gpg::Gpg;
+use integration_tests::local::{Firm, FIRM_PASSPHRASE, FIRM_UID, SIGNER_UID};
+use integration_tests::synth::{self, Shape};
+use serde_json::json;
+
+const MB: f64 = 1024.0 * 1024.0;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        child(&args[1..]);
+        return;
+    }
+    let flag = |name: &str, default: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|| vec!["decrypt".into(), "parse".into(), "e2e".into()]);
+    let work = tempfile::Builder::new()
+        .prefix("bench")
+        .tempdir()
+        .expect("temp dir");
+    let mut table = Table::default();
+    if only.iter().any(|o| o == "decrypt") {
+        for size in [flag("--size-mb", 200), flag("--big-mb", 2048)] {
+            bench_decrypt(work.path(), size, &mut table);
+        }
+    }
+    if only.iter().any(|o| o == "parse") {
+        bench_parse(work.path(), flag("--size-mb", 200), &mut table);
+    }
+    if only.iter().any(|o| o == "e2e") {
+        bench_end_to_end(flag("--messages", 1_000_000), &mut table);
+    }
+    table.print();
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 5]>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, ours: String, peer: String, ratio: String, bar: &str) {
+        println!("  {what}: {ours} | {peer} | {ratio} | {bar}");
+        self.rows.push([what.into(), ours, peer, ratio, bar.into()]);
+    }
+
+    fn print(&self) {
+        println!();
+        println!("| figure | ours | peer | ratio | bar |");
+        println!("|---|---|---|---|---|");
+        for r in &self.rows {
+            println!("| {} | {} | {} | {} | {} |", r[0], r[1], r[2], r[3], r[4]);
+        }
+    }
+}
+
+/// Runs this binary as `child ARGS`, returning its JSON report.
+fn run_child(args: &[&str]) -> serde_json::Value {
+    let exe = std::env::current_exe().expect("own path");
+    let output = Command::new(exe)
+        .arg("child")
+        .args(args)
+        .output()
+        .expect("child runs");
+    assert!(
+        output.status.success(),
+        "child {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("child report")
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed().as_secs_f64())
+}
+
+fn child(args: &[String]) {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let report = match arg(0) {
+        "decrypt" => {
+            let keys = DecryptKeys {
+                secret_key: crypto::parse_secret_key(
+                    &std::fs::read_to_string(arg(2)).expect("key"),
+                    "key",
+                )
+                .expect("key"),
+                passphrase: FIRM_PASSPHRASE.into(),
+                signer: Some(
+                    crypto::parse_public_key(&std::fs::read_to_string(arg(3)).expect("key"), "key")
+                        .expect("key"),
+                ),
+                policy: SignaturePolicy::Required,
+                xip_signers: Vec::new(),
+            };
+            let (result, seconds) = timed(|| {
+                let file = std::fs::File::open(arg(1)).expect("input");
+                crypto::decrypt_verify(file, arg(1), &keys, &mut std::io::sink()).expect("decrypts")
+            });
+            json!({"seconds": seconds, "bytes": result.plaintext_bytes})
+        }
+        "parse" | "convert" => {
+            let convert = arg(0) == "convert";
+            let config = ConnectorConfig::ice();
+            let (messages, seconds) = timed(|| {
+                let file = std::io::BufReader::with_capacity(
+                    1 << 16,
+                    std::fs::File::open(arg(1)).expect("input"),
+                );
+                let mut messages = 0usize;
+                for conversation in IceReader::new(file, arg(1)) {
+                    let conversation = conversation.expect("valid");
+                    messages += conversation.events.len();
+                    if convert {
+                        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+                        let mails = build_mails(&conversation, &config, &Lineage::default(), day)
+                            .expect("mail");
+                        std::hint::black_box(mails);
+                    }
+                }
+                messages
+            });
+            json!({"seconds": seconds, "messages": messages})
+        }
+        "e2e" => {
+            let layout = chat_archive_core::pipeline::LocalLayout::new(arg(1));
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let (summary, seconds) = timed(|| {
+                runtime
+                    .block_on(
+                        chat_archive_core::pipeline::Pipeline::local(&layout)
+                            .expect("pipeline")
+                            .run(&FetchRequest::default(), &Silent),
+                    )
+                    .expect("run")
+            });
+            json!({"seconds": seconds, "mails": summary.mails})
+        }
+        other => panic!("unknown child {other}"),
+    };
+    let mut report = report;
+    report["peak_rss_mb"] = json!(peak_rss_mb());
+    println!("{report}");
+}
+
+fn make_export(dir: &Path, size_mb: u64) -> (PathBuf, Shape) {
+    let path = dir.join(format!("export-{size_mb}mb.xml"));
+    let shape = Shape::of_size(size_mb * 1024 * 1024);
+    let file = std::fs::File::create(&path).expect("export file");
+    synth::write_export(file, &shape, "2026-11-20", 50).expect("write export");
+    (path, shape)
+}
+
+fn bench_decrypt(dir: &Path, size_mb: u64, table: &mut Table) {
+    println!("decrypt: {size_mb} MB");
+    let gpg = Gpg::new();
+    gpg.generate_recipient(FIRM_UID, FIRM_PASSPHRASE);
+    gpg.generate_signer(SIGNER_UID);
+    let key = dir.join("firm.asc");
+    let signer = dir.join("signer.asc");
+    std::fs::write(&key, gpg.export_secret(FIRM_UID, FIRM_PASSPHRASE)).expect("key");
+    std::fs::write(&signer, gpg.export_public(SIGNER_UID)).expect("key");
+    let (plain, _) = make_export(dir, size_mb);
+    let encrypted = dir.join(format!("export-{size_mb}mb.xml.pgp"));
+    gpg.encrypt(&plain, &encrypted, FIRM_UID, Some(SIGNER_UID), false);
+    std::fs::remove_file(&plain).ok();
+    let (_, gpg_seconds) = timed(|| {
+        let status = Command::new("gpg")
+            .env("GNUPGHOME", gpg.home())
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                FIRM_PASSPHRASE,
+                "--decrypt",
+                "-o",
+                "/dev/null",
+            ])
+            .arg(&encrypted)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("gpg");
+        assert!(status.success());
+    });
+    let ours = run_child(&[
+        "decrypt",
+        encrypted.to_str().unwrap_or_default(),
+        key.to_str().unwrap_or_default(),
+        signer.to_str().unwrap_or_default(),
+    ]);
+    let seconds = ours["seconds"].as_f64().unwrap_or(f64::NAN);
+    let rss = ours["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
+    table.row(
+        &format!("decrypt+verify {size_mb} MB: time"),
+        format!("{seconds:.2} s"),
+        format!("gpg {gpg_seconds:.2} s"),
+        format!("{:.2}x gpg", seconds / gpg_seconds),
+        "<= 1.5x",
+    );
+    table.row(
+        &format!("decrypt+verify {size_mb} MB: peak RSS"),
+        format!("{rss:.1} MB"),
+        "-".into(),
+        "-".into(),
+        "<= 32 MB",
+    );
+    std::fs::remove_file(&encrypted).ok();
+}
+
+fn bench_parse(dir: &Path, size_mb: u64, table: &mut Table) {
+    println!("parse and convert: {size_mb} MB");
+    let (plain, _) = make_export(dir, size_mb);
+    let bytes = std::fs::metadata(&plain)
+        .map(|m| m.len() as f64)
+        .unwrap_or(0.0);
+    let parse = run_child(&["parse", plain.to_str().unwrap_or_default()]);
+    let convert = run_child(&["convert", plain.to_str().unwrap_or_default()]);
+    let rate = |r: &serde_json::Value| bytes / MB / r["seconds"].as_f64().unwrap_or(f64::NAN);
+    let (parse_rate, convert_rate) = (rate(&parse), rate(&convert));
+    table.row(
+        "parse only",
+        format!("{parse_rate:.0} MB/s"),
+        "-".into(),
+        "-".into(),
+        ">= 300 MB/s",
+    );
+    table.row(
+        "convert to mail",
+        format!("{convert_rate:.0} MB/s"),
+        format!("parse {parse_rate:.0} MB/s"),
+        format!("{:.0} %", 100.0 * convert_rate / parse_rate),
+        ">= 50 %",
+    );
+    table.row(
+        "parse / convert peak RSS",
+        format!(
+            "{:.1} / {:.1} MB",
+            parse["peak_rss_mb"].as_f64().unwrap_or(0.0),
+            convert["peak_rss_mb"].as_f64().unwrap_or(0.0)
+        ),
+        "-".into(),
+        "-".into(),
+        "independent of size",
+    );
+    std::fs::remove_file(&plain).ok();
+}
+
+fn bench_end_to_end(messages: u64, table: &mut Table) {
+    println!("end to end: {messages} messages");
+    let users: Vec<String> = (0..100)
+        .filter(|n: &u64| n.is_multiple_of(2))
+        .map(synth::participant_email)
+        .collect();
+    let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let firm = Firm::new(&user_refs, SignaturePolicy::Required);
+    let shape = Shape {
+        conversations: messages.div_ceil(200),
+        messages_per_conversation: 200,
+        participants_per_conversation: 4,
+        message_bytes: 80,
+    };
+    let mut xml = Vec::new();
+    synth::write_export(&mut xml, &shape, "2026-11-20", 50).expect("export");
+    firm.drop_export("ACME_2026-11-20.xml.pgp", &xml, true);
+    let largest_message_mb = xml.len() as f64 / shape.conversations as f64 / MB;
+    drop(xml);
+    let report = run_child(&["e2e", firm.layout.data_dir.to_str().unwrap_or_default()]);
+    let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+    let rss = report["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
+    table.row(
+        &format!("end to end {} messages", shape.messages()),
+        format!(
+            "{:.0} msg/s, {seconds:.1} s",
+            shape.messages() as f64 / seconds
+        ),
+        "-".into(),
+        "-".into(),
+        "-",
+    );
+    table.row(
+        "end to end peak RSS",
+        format!("{rss:.1} MB"),
+        format!("bar {:.1} MB", 64.0 + 2.0 * largest_message_mb),
+        "-".into(),
+        "< 64 MB + 2x largest message",
+    );
+}

@@ -1,0 +1,768 @@
+//! The functions as Lambda runs them, against a real local S3 + Secrets
+//! Manager (moto, started here on a free loopback port, stopped by PID).
+//!
+//! The S3 events come from the server itself: the bucket notifies SQS queues
+//! with the same prefix filters as `infra/template.yaml`, and each function is
+//! invoked with exactly the events the previous one's writes produced
+//! (URL-encoded keys included).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use chat_archive_core::adapters::s3::{S3Settings, S3Store, SHA256_KEY};
+use chat_archive_core::aws::{self, AwsSettings, Lambda};
+use chat_archive_core::crypto::SignaturePolicy;
+use chat_archive_core::function::{Function, Response};
+use chat_archive_core::ports::{ByteStream, Metadata, ObjectStore};
+use chat_archive_core::status::DayStatus;
+use integration_tests::local::{Firm, FIRM_PASSPHRASE, FIRM_UID, SIGNER_UID};
+use integration_tests::moto::{self, Moto};
+use integration_tests::process::wait_for_port;
+use serde_json::{json, Value};
+use sha2::Digest as _;
+
+const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
+/// The bucket of the sample events in `events/`.
+const BUCKET: &str = "chat-archive-123456789012";
+const SECRET: &str = "chat-archive/ice";
+/// A file name S3 must URL-encode in its events: a space, a plus, non-ASCII.
+const EXPORT: &str = "ACME_2026-11-20 Zürich+desk.xml.pgp";
+const JDOE: &str = "jdoe@acme.example";
+const ASMITH: &str = "asmith@acme.example";
+const QUEUES: [&str; 3] = ["raw-events", "plain-events", "mail-events"];
+
+/// Bucket (versioned, SSE-KMS key), one queue per stage notified as the
+/// template's Lambda notifications are filtered. Returns the KMS key ARN.
+fn create_bucket(moto: &Moto) -> String {
+    let out = moto.boto(
+        r#"
+s3.create_bucket(Bucket=arg["bucket"])
+s3.put_bucket_versioning(Bucket=arg["bucket"], VersioningConfiguration={"Status": "Enabled"})
+key = kms.create_key(Description="chat archive")["KeyMetadata"]["Arn"]
+arns = {}
+for q in arg["queues"]:
+    url = sqs.create_queue(QueueName=q)["QueueUrl"]
+    arns[q] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+def rule(queue, prefix, suffix=None):
+    rules = [{"Name": "prefix", "Value": prefix}] + ([{"Name": "suffix", "Value": suffix}] if suffix else [])
+    return {"QueueArn": arns[queue], "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": rules}}}
+s3.put_bucket_notification_configuration(Bucket=arg["bucket"], NotificationConfiguration={"QueueConfigurations": [
+    rule("raw-events", "raw/"), rule("plain-events", "plain/"), rule("mail-events", "mail/", ".json")]})
+for q in arg["queues"]:
+    drain_url = sqs.get_queue_url(QueueName=q)["QueueUrl"]
+    sqs.purge_queue(QueueUrl=drain_url)
+out(key)
+"#,
+        json!({"bucket": BUCKET, "queues": QUEUES}),
+    );
+    out.as_str().expect("KMS key ARN").to_string()
+}
+
+/// The S3 events waiting in a stage's queue (taken off it), in order.
+fn take_events(moto: &Moto, queue: &str) -> Vec<Value> {
+    let out = moto.boto(
+        r#"
+url = sqs.get_queue_url(QueueName=arg)["QueueUrl"]
+events = []
+while True:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    if not got:
+        break
+    for m in got:
+        body = json.loads(m["Body"])
+        if body.get("Event") != "s3:TestEvent":
+            events.append(body)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+out(events)
+"#,
+        json!(queue),
+    );
+    out.as_array().cloned().unwrap_or_default()
+}
+
+/// Every version and delete marker in the bucket: (key, version id, ETag).
+fn versions(moto: &Moto) -> Vec<(String, String, String)> {
+    let out = moto.boto(
+        r#"
+rows = []
+for page in s3.get_paginator("list_object_versions").paginate(Bucket=arg):
+    for v in page.get("Versions", []):
+        rows.append([v["Key"], v["VersionId"], v["ETag"]])
+    for d in page.get("DeleteMarkers", []):
+        rows.append([d["Key"], d["VersionId"], "delete-marker"])
+out(sorted(rows))
+"#,
+        json!(BUCKET),
+    );
+    serde_json::from_value(out).expect("version rows")
+}
+
+fn put_secret(moto: &Moto, fields: &Value) {
+    moto.boto(
+        r#"sm.create_secret(Name=arg["name"], SecretString=json.dumps(arg["fields"]))"#,
+        json!({"name": SECRET, "fields": fields}),
+    );
+}
+
+fn firm_secret(firm: &Firm) -> Value {
+    json!({
+        "firm_code": "ACME",
+        "pgp_private_key": firm.gpg.export_secret(FIRM_UID, FIRM_PASSPHRASE),
+        "pgp_passphrase": FIRM_PASSPHRASE,
+        "signer_public_key": firm.gpg.export_public(SIGNER_UID),
+    })
+}
+
+/// The function settings as the template sets them, pointed at moto.
+fn settings(moto: &Moto, firm: &Firm, kms_key: &str) -> AwsSettings {
+    let vars = BTreeMap::from([
+        ("BUCKET", BUCKET.to_string()),
+        ("SECRET_ID", SECRET.to_string()),
+        ("KMS_KEY_ID", kms_key.to_string()),
+        ("FIRM_DOMAINS", "acme.example".to_string()),
+        ("SIGNATURE_POLICY", "required".to_string()),
+        ("DROP_DIR", firm.layout.drop_dir().display().to_string()),
+        (
+            "MAILDIR_ROOT",
+            firm.layout.mailboxes().display().to_string(),
+        ),
+        ("S3_PART_SIZE_MIB", "5".to_string()),
+    ]);
+    let mut settings = AwsSettings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
+    settings.sdk = moto.sdk_options();
+    settings
+}
+
+async fn lambda(moto: &Moto, firm: &Firm, kms_key: &str) -> Lambda {
+    let settings = settings(moto, firm, kms_key);
+    let sdk = aws::sdk_config(&settings.sdk).await;
+    Lambda::new(&settings, &sdk).expect("functions")
+}
+
+fn event_file(name: &str) -> Value {
+    let path = moto::repo_root().join("events").join(name);
+    serde_json::from_slice(&std::fs::read(&path).expect("event file")).expect("event JSON")
+}
+
+/// Sets a file's modification time to midday of a day (the backfill picks
+/// files by it).
+fn set_mtime(path: &Path, day: &str) {
+    let status = Command::new("touch")
+        .args(["-d", &format!("{day} 12:00:00 UTC")])
+        .arg(path)
+        .status()
+        .expect("touch");
+    assert!(status.success());
+}
+
+struct Chain {
+    moto: Moto,
+    firm: Firm,
+    kms_key: String,
+    lambda: Lambda,
+    /// Every S3 event delivered, per stage.
+    events: BTreeMap<&'static str, Vec<Value>>,
+}
+
+impl Chain {
+    async fn new() -> Self {
+        let moto = Moto::start();
+        let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+        let kms_key = create_bucket(&moto);
+        put_secret(&moto, &firm_secret(&firm));
+        let export = firm.drop_export(EXPORT, SAMPLE.as_bytes(), true);
+        set_mtime(&export, "2026-11-20");
+        let lambda = lambda(&moto, &firm, &kms_key).await;
+        Self {
+            moto,
+            firm,
+            kms_key,
+            lambda,
+            events: BTreeMap::new(),
+        }
+    }
+
+    async fn invoke(&self, function: Function, event: Value) -> Response {
+        match self.lambda.handle(function, event).await {
+            Ok(response) => response,
+            Err(e) => panic!("{function:?} failed: {e}\nmoto log:\n{}", self.moto.log()),
+        }
+    }
+
+    /// Delivers the events waiting in a stage's queue to its function.
+    async fn deliver(&mut self, queue: &'static str, function: Function) -> Vec<Response> {
+        let mut responses = Vec::new();
+        for event in take_events(&self.moto, queue) {
+            responses.push(self.invoke(function, event.clone()).await);
+            self.events.entry(queue).or_default().push(event);
+        }
+        responses
+    }
+
+    /// fetch on the daily schedule, then every stage on the events S3 sent.
+    async fn run(&mut self) -> (Response, Vec<Response>, Vec<Response>, Vec<Response>) {
+        let fetched = self
+            .invoke(Function::Fetch, event_file("schedule.json"))
+            .await;
+        let decrypted = self.deliver("raw-events", Function::Decrypt).await;
+        let converted = self.deliver("plain-events", Function::Convert).await;
+        let imported = self.deliver("mail-events", Function::Import).await;
+        (fetched, decrypted, converted, imported)
+    }
+
+    async fn rebuild_status(&self) -> Response {
+        self.invoke(Function::Import, event_file("rebuild-status.json"))
+            .await
+    }
+
+    async fn day_status(&self, day: &str) -> DayStatus {
+        let key = format!("reports/ice/{day}/status.json");
+        let bytes = self
+            .lambda
+            .pipeline
+            .ctx
+            .store
+            .get_bytes(&key)
+            .await
+            .expect("status.json");
+        serde_json::from_slice(&bytes).expect("status JSON")
+    }
+
+    fn head(&self, key: &str) -> Value {
+        self.moto.boto(
+            r#"
+h = s3.head_object(Bucket=arg["bucket"], Key=arg["key"])
+out({"meta": h.get("Metadata", {}), "sse": h.get("ServerSideEncryption"), "kms": h.get("SSEKMSKeyId")})
+"#,
+            json!({"bucket": BUCKET, "key": key}),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_chain_runs_as_on_lambda_from_an_encrypted_export_to_the_mailboxes() {
+    let mut chain = Chain::new().await;
+    let (fetched, decrypted, converted, imported) = chain.run().await;
+
+    let raw_key = format!("raw/ice/{EXPORT}");
+    assert_eq!(fetched.written, vec![raw_key.clone()]);
+    // S3 URL-encodes keys in its events (space as +); the stage decoded them.
+    let raw_event = &chain.events["raw-events"];
+    assert_eq!(raw_event.len(), 1, "one event per object written");
+    let wire_key = raw_event[0]["Records"][0]["s3"]["object"]["key"]
+        .as_str()
+        .unwrap();
+    assert!(
+        wire_key.ends_with("ACME_2026-11-20+Z%C3%BCrich%2Bdesk.xml.pgp"),
+        "{wire_key}"
+    );
+
+    let plain_key = "plain/ice/ACME_2026-11-20 Zürich+desk.xml".to_string();
+    assert_eq!(decrypted.len(), 1);
+    assert_eq!(decrypted[0].written, vec![plain_key.clone()]);
+    assert!(decrypted[0].quarantined.is_empty(), "{:?}", decrypted[0]);
+    assert_eq!(converted.len(), 1);
+    assert_eq!(
+        converted[0].written.len(),
+        3,
+        "three conversations: three sidecars"
+    );
+    // Only the sidecars start imports (suffix filter .json): one event each.
+    assert_eq!(imported.len(), 3);
+    assert!(
+        imported
+            .iter()
+            .all(|r| r.imported.len() == 1 && r.imported[0].ends_with("Imported")),
+        "{imported:?}"
+    );
+
+    assert_eq!(chain.firm.folder(JDOE, "ICE Chat").len(), 3);
+    assert_eq!(chain.firm.folder(ASMITH, "ICE Chat").len(), 2);
+    assert_eq!(
+        chain.firm.mailboxes_with_mail(),
+        vec![ASMITH.to_string(), JDOE.to_string()]
+    );
+
+    // Lineage: the plain object names its raw object (non-ASCII kept through
+    // S3's ASCII-only metadata) and that object's SHA-256.
+    let store = chain.lambda.pipeline.ctx.store.clone();
+    let raw = store.head(&raw_key).await.unwrap().expect("raw object");
+    let plain = store.head(&plain_key).await.unwrap().expect("plain object");
+    assert_eq!(plain.metadata["raw-key"], raw_key);
+    assert_eq!(plain.metadata["raw-sha256"], raw.sha256);
+    let encrypted = std::fs::read(chain.firm.layout.drop_dir().join(EXPORT)).unwrap();
+    assert_eq!(
+        raw.sha256,
+        sha256_hex(&encrypted),
+        "SHA-256 recorded while streaming"
+    );
+    assert_eq!(raw.size, encrypted.len() as u64);
+    // What another client sees: ASCII metadata, SSE-KMS with the stack's key.
+    let seen = chain.head(&plain_key);
+    assert_eq!(
+        seen["meta"]["raw-key"],
+        "raw/ice/ACME_2026-11-20%20Z%C3%BCrich+desk.xml.pgp"
+    );
+    assert_eq!(seen["sse"], "aws:kms");
+    assert_eq!(seen["kms"], chain.kms_key.as_str());
+
+    // The status schedule folds the records of the days touched.
+    let rebuilt = chain.rebuild_status().await;
+    assert_eq!(
+        rebuilt.written,
+        vec!["reports/ice/2026-11-20/status.json".to_string()]
+    );
+    let status = chain.day_status("2026-11-20").await;
+    assert_eq!(
+        (
+            status.available_from_source,
+            status.available_after_fanout,
+            status.imported,
+            status.failed
+        ),
+        (3, 5, 3, 0)
+    );
+    assert!(status.counts_add_up());
+    assert_eq!(
+        chain.rebuild_status().await.written,
+        Vec::<String>::new(),
+        "nothing new to fold"
+    );
+
+    // A manual request with a typo is refused, not run as a daily fetch.
+    let err = chain
+        .lambda
+        .handle(Function::Fetch, json!({"sinse": "2026-11-01"}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sinse"), "{err}");
+    // An event of another bucket is refused.
+    let mut foreign = chain.events["raw-events"][0].clone();
+    foreign["Records"][0]["s3"]["bucket"]["name"] = json!("someone-else");
+    let err = chain
+        .lambda
+        .handle(Function::Decrypt, foreign)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("someone-else"), "{err}");
+}
+
+#[tokio::test]
+async fn replaying_every_event_changes_nothing() {
+    let mut chain = Chain::new().await;
+    chain.run().await;
+    chain.rebuild_status().await;
+    let before = versions(&chain.moto);
+    let mail_before = (
+        chain.firm.folder(JDOE, "ICE Chat"),
+        chain.firm.folder(ASMITH, "ICE Chat"),
+    );
+    assert_eq!((mail_before.0.len(), mail_before.1.len()), (3, 2));
+
+    // Every trigger of fetch again: the schedule, a backfill over the day, a
+    // re-fetch of the file by name.
+    let schedule = chain
+        .invoke(Function::Fetch, event_file("schedule.json"))
+        .await;
+    assert!(schedule.written.is_empty(), "nothing new: {schedule:?}");
+    let backfill = chain
+        .invoke(Function::Fetch, event_file("backfill.json"))
+        .await;
+    assert_eq!(
+        backfill.written,
+        vec![format!("raw/ice/{EXPORT}")],
+        "re-fetched"
+    );
+    let refetch = chain
+        .invoke(Function::Fetch, json!({"files": [EXPORT]}))
+        .await;
+    assert_eq!(refetch.written.len(), 1, "re-fetched");
+    // Every S3 event delivered a second time, as S3 may do.
+    for (queue, function) in [
+        ("raw-events", Function::Decrypt),
+        ("plain-events", Function::Convert),
+        ("mail-events", Function::Import),
+    ] {
+        for event in chain.events[queue].clone() {
+            chain.invoke(function, event).await;
+        }
+    }
+    chain.rebuild_status().await;
+
+    // Nothing was written: no new object or version, so S3 sent no event.
+    let after = versions(&chain.moto);
+    assert_eq!(after, before, "a replay must not add any object or version");
+    for queue in QUEUES {
+        assert!(
+            take_events(&chain.moto, queue).is_empty(),
+            "{queue} got events"
+        );
+    }
+    let mail_after = (
+        chain.firm.folder(JDOE, "ICE Chat"),
+        chain.firm.folder(ASMITH, "ICE Chat"),
+    );
+    assert_eq!(mail_after, mail_before, "no duplicate mail");
+    let status = chain.day_status("2026-11-20").await;
+    assert_eq!(
+        (status.imported, status.skipped_duplicates, status.failed),
+        (3, 0, 0)
+    );
+}
+
+/// A body that fails once its bytes are read (a broken transfer, a bad
+/// signature found at the end).
+struct FailingAfter {
+    data: std::io::Cursor<Vec<u8>>,
+}
+
+impl tokio::io::AsyncRead for FailingAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut chunk = vec![0u8; buf.remaining().min(64 * 1024)];
+        let n = self.data.read(&mut chunk)?;
+        if n == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("connection reset")));
+        }
+        buf.put_slice(&chunk[..n]);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn large_objects_go_up_in_parts_and_a_broken_stream_commits_nothing() {
+    let moto = Moto::start();
+    let kms_key = create_bucket(&moto);
+    let sdk = aws::sdk_config(&moto.sdk_options()).await;
+    let client = aws::s3_client(&sdk, true);
+    let mut settings = S3Settings::new(BUCKET);
+    settings.kms_key_id = Some(kms_key.clone());
+    settings.part_size = 5 * 1024 * 1024;
+    settings.parts_in_flight = 2;
+    let store = S3Store::new(client, settings);
+
+    // 3 full parts and a short last one; bytes that do not repeat.
+    let size = 3 * 5 * 1024 * 1024 + 12_345;
+    let body: Vec<u8> = (0..size as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let key = "raw/ice/big export.xml.pgp";
+    let metadata = Metadata::from([(
+        "source-key".to_string(),
+        "sftp:big export.xml.pgp".to_string(),
+    )]);
+    let info = store
+        .put(
+            key,
+            Box::pin(std::io::Cursor::new(body.clone())) as ByteStream,
+            &metadata,
+        )
+        .await
+        .expect("multipart put");
+    let expected_sha = sha256_hex(&body);
+    assert_eq!(
+        (info.size, info.sha256.as_str()),
+        (size as u64, expected_sha.as_str())
+    );
+
+    let seen = moto.boto(
+        r#"
+h = s3.head_object(Bucket=arg["bucket"], Key=arg["key"])
+tags = s3.get_object_tagging(Bucket=arg["bucket"], Key=arg["key"])["TagSet"]
+out({"etag": h["ETag"], "sse": h.get("ServerSideEncryption"), "tags": {t["Key"]: t["Value"] for t in tags},
+     "uploads": s3.list_multipart_uploads(Bucket=arg["bucket"]).get("Uploads", [])})
+"#,
+        json!({"bucket": BUCKET, "key": key}),
+    );
+    assert!(
+        seen["etag"].as_str().unwrap().ends_with("-4\""),
+        "4 parts: {seen}"
+    );
+    assert_eq!(seen["sse"], "aws:kms");
+    assert_eq!(
+        seen["tags"][SHA256_KEY],
+        expected_sha.as_str(),
+        "SHA-256 kept as a tag"
+    );
+    assert!(seen["uploads"].as_array().unwrap().is_empty());
+
+    // Read back: streamed, whole, with digest and metadata.
+    let (mut stream, got) = store.get(key).await.expect("get");
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut back)
+        .await
+        .unwrap();
+    assert!(back == body, "the object reads back as written");
+    assert_eq!(
+        (got.sha256.as_str(), &got.metadata),
+        (expected_sha.as_str(), &metadata)
+    );
+
+    // The same body again: nothing committed, no new version.
+    let commits = store.commits();
+    store
+        .put(
+            key,
+            Box::pin(std::io::Cursor::new(body.clone())) as ByteStream,
+            &metadata,
+        )
+        .await
+        .expect("rewrite");
+    assert_eq!(store.commits(), commits, "unchanged object: upload aborted");
+
+    // A stream that breaks after two parts: the upload is aborted, the old
+    // object stays, no upload is left behind.
+    let broken = FailingAfter {
+        data: std::io::Cursor::new(body[..11 * 1024 * 1024].to_vec()),
+    };
+    let err = store
+        .put(key, Box::pin(broken), &Metadata::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    // And a small one that breaks before its only part is sent.
+    let small = FailingAfter {
+        data: std::io::Cursor::new(vec![7u8; 1000]),
+    };
+    assert!(store
+        .put("raw/ice/small.pgp", Box::pin(small), &Metadata::new())
+        .await
+        .is_err());
+    assert!(store.head("raw/ice/small.pgp").await.unwrap().is_none());
+
+    let seen = moto.boto(
+        r#"
+versions = s3.list_object_versions(Bucket=arg["bucket"]).get("Versions", [])
+out({"versions": len(versions), "uploads": s3.list_multipart_uploads(Bucket=arg["bucket"]).get("Uploads", [])})
+"#,
+        json!({"bucket": BUCKET, "key": key}),
+    );
+    assert_eq!(
+        seen["versions"], 1,
+        "only the first upload committed: {seen}"
+    );
+    assert!(
+        seen["uploads"].as_array().unwrap().is_empty(),
+        "aborted: {seen}"
+    );
+    assert_eq!(
+        store.head(key).await.unwrap().expect("still there").sha256,
+        expected_sha
+    );
+
+    // An object uploaded by hand (no recorded digest): computed on read.
+    moto.boto(
+        r#"s3.put_object(Bucket=arg["bucket"], Key="raw/ice/by-hand.pgp", Body=b"dropped by an operator")"#,
+        json!({"bucket": BUCKET}),
+    );
+    let by_hand = store
+        .head("raw/ice/by-hand.pgp")
+        .await
+        .unwrap()
+        .expect("object");
+    assert_eq!(by_hand.sha256, sha256_hex(b"dropped by an operator"));
+}
+
+#[tokio::test]
+async fn a_missing_secret_or_field_is_named_and_no_value_shown() {
+    let moto = Moto::start();
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let kms_key = create_bucket(&moto);
+    let lambda = lambda(&moto, &firm, &kms_key).await;
+    let raw_key = "raw/ice/ACME_2026-11-20.xml.pgp";
+    let export = firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    let store = lambda.pipeline.ctx.store.clone();
+    store
+        .put_bytes(raw_key, std::fs::read(export).unwrap(), &Metadata::new())
+        .await
+        .unwrap();
+    let event = take_events(&moto, "raw-events").remove(0);
+
+    // No secret at all.
+    let err = lambda
+        .handle(Function::Decrypt, event.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(SECRET) && err.contains("no such secret"),
+        "{err}"
+    );
+
+    // A secret without the private key: the field is named, no value shown.
+    let mut fields = firm_secret(&firm);
+    fields.as_object_mut().unwrap().remove("pgp_private_key");
+    put_secret(&moto, &fields);
+    let err = lambda
+        .handle(Function::Decrypt, event.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(SECRET) && err.contains("pgp_private_key"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(FIRM_PASSPHRASE) && !err.contains("BEGIN PGP"),
+        "{err}"
+    );
+
+    // A field that is not a string: named, its value not shown.
+    moto.boto(
+        r#"sm.put_secret_value(SecretId=arg["name"], SecretString=json.dumps({"firm_code": "ACME", "pgp_passphrase": 31337}))"#,
+        json!({"name": SECRET}),
+    );
+    let fresh = self::lambda(&moto, &firm, &kms_key).await;
+    let err = fresh
+        .handle(Function::Decrypt, event.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(SECRET) && err.contains("pgp_passphrase") && !err.contains("31337"),
+        "{err}"
+    );
+
+    // Nothing was decrypted or quarantined: a broken set-up is retried, not
+    // blamed on the file.
+    assert!(store.list("plain/").await.unwrap().is_empty());
+    assert!(store.list("quarantine/").await.unwrap().is_empty());
+}
+
+/// A process started here, killed by its PID when dropped.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The decrypt function under the Lambda runtime API of `cargo lambda watch`
+/// (`--only-lambda-apis`: the emulator runs, the function is the binary this
+/// crate builds from `functions/decrypt/src/main.rs`, so nothing is compiled
+/// here), invoked with `cargo lambda invoke --data-file events/...`.
+#[tokio::test]
+async fn a_stage_answers_through_the_lambda_runtime_api() {
+    let moto = Moto::start();
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let kms_key = create_bucket(&moto);
+    put_secret(&moto, &firm_secret(&firm));
+    // The object the sample event names.
+    let export = firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    let lambda = lambda(&moto, &firm, &kms_key).await;
+    let store = lambda.pipeline.ctx.store.clone();
+    store
+        .put_bytes(
+            "raw/ice/ACME_2026-11-20.xml.pgp",
+            std::fs::read(export).unwrap(),
+            &Metadata::new(),
+        )
+        .await
+        .unwrap();
+
+    let cargo_lambda = moto::venv().join("bin/cargo-lambda");
+    let port = integration_tests::free_port();
+    let emulator_log = tempfile::NamedTempFile::new().unwrap();
+    let _emulator = Started(
+        Command::new(&cargo_lambda)
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--invoke-address",
+                "127.0.0.1",
+            ])
+            .args(["--invoke-port", &port.to_string()])
+            .current_dir(moto::repo_root())
+            .stdin(Stdio::null())
+            .stdout(emulator_log.reopen().unwrap())
+            .stderr(emulator_log.reopen().unwrap())
+            .spawn()
+            .expect("cargo lambda watch starts"),
+    );
+    assert!(wait_for_port(port), "cargo lambda watch did not listen");
+
+    // The environment the template gives the function, pointed at moto.
+    let function_log = tempfile::NamedTempFile::new().unwrap();
+    let _function = Started(
+        Command::new(env!("CARGO_BIN_EXE_decrypt-function"))
+            .env_clear()
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt/decrypt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "decrypt")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+            .envs(moto.env())
+            .env("BUCKET", BUCKET)
+            .env("SECRET_ID", SECRET)
+            .env("KMS_KEY_ID", &kms_key)
+            .env("FIRM_DOMAINS", "acme.example")
+            .env("SIGNATURE_POLICY", "required")
+            .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+            .stdin(Stdio::null())
+            .stdout(function_log.reopen().unwrap())
+            .stderr(function_log.reopen().unwrap())
+            .spawn()
+            .expect("the function starts"),
+    );
+
+    let output = Command::new(&cargo_lambda)
+        .args([
+            "lambda",
+            "invoke",
+            "decrypt",
+            "--invoke-address",
+            "127.0.0.1",
+        ])
+        .args(["--invoke-port", &port.to_string(), "--data-file"])
+        .arg(moto::repo_root().join("events/s3-put-raw.json"))
+        .current_dir(moto::repo_root())
+        .output()
+        .expect("cargo lambda invoke runs");
+    let logs = std::fs::read_to_string(function_log.path()).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "invoke failed: {}{}\nfunction log:\n{logs}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let response: Value = serde_json::from_slice(&output.stdout).expect("a JSON response");
+    assert_eq!(
+        response["written"],
+        json!(["plain/ice/ACME_2026-11-20.xml"]),
+        "{response}"
+    );
+    assert_eq!(response["quarantined"], json!([]));
+    assert_eq!(response["days"], json!(["2026-11-20"]));
+    let plain = store
+        .get_bytes("plain/ice/ACME_2026-11-20.xml")
+        .await
+        .unwrap();
+    assert!(plain == SAMPLE.as_bytes(), "decrypted to the export");
+    // JSON log lines, and never a secret.
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "decrypted"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(FIRM_PASSPHRASE) && !logs.contains("PRIVATE KEY"),
+        "{logs}"
+    );
+}
