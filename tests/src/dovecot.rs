@@ -26,6 +26,8 @@ pub struct Options {
     /// Accept SASL XOAUTH2 bearer tokens: JWTs signed (HS256) with this key,
     /// naming the user in their `email` claim (oauth2 passdb, local validation).
     pub oauth2_hs256_key: Option<Vec<u8>>,
+    /// Lines added to the configuration as they are (benchmarks).
+    pub extra_config: String,
 }
 
 pub struct Dovecot {
@@ -150,6 +152,7 @@ auth_master_user_separator = *
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 mail_location = maildir:{d}/mail/%u/Maildir
+{extra}
 {namespace}{quota}{oauth2}passdb {{
   driver = passwd-file
   master = yes
@@ -174,6 +177,7 @@ service imap-login {{
   }}
 }}
 "#,
+            extra = self.options.extra_config,
             imap = self.imap_port,
             imaps = self.imaps_port,
         );

@@ -2,7 +2,7 @@
 //! next to the others in the same run (not a test; see docs/imap.md).
 //!
 //! ```text
-//! cargo run --release -p integration-tests --bin bench-imap -- [--messages 5000] [--size 4096]
+//! cargo run --release -p integration-tests --bin bench-imap -- [--messages 5000] [--size 4096] [--no-fsync]
 //! ```
 //!
 //! Modes, all over TLS with the master user, each into its own empty mailbox:
@@ -20,7 +20,7 @@ use std::time::Instant;
 use chat_archive_core::adapters::imap::{ImapConfig, ImapSink};
 use chat_archive_core::ports::{Delivery, DeliveryOutcome, MailboxSink, SecretValue};
 use chrono::{TimeZone, Utc};
-use integration_tests::dovecot::{self, Dovecot};
+use integration_tests::dovecot::{self, Dovecot, Options};
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -231,7 +231,19 @@ async fn main() {
         "dst@bench.example",
         "mbsync@bench.example",
     ];
-    let server = Dovecot::start(&users);
+    // --no-fsync: the server does not fsync each message, so the figures
+    // show the protocol rather than the disk (which is shared with other
+    // work on a development machine).
+    let no_fsync = args.iter().any(|a| a == "--no-fsync");
+    let options = Options {
+        extra_config: if no_fsync {
+            "mail_fsync = never".into()
+        } else {
+            String::new()
+        },
+        ..Options::default()
+    };
+    let server = Dovecot::start_with(&users, options);
     let mails: Vec<(String, Vec<u8>)> = (0..messages).map(|i| mail(i, size)).collect();
     eprintln!(
         "{messages} mails of {size} bytes into Dovecot {} (TLS port {})",
