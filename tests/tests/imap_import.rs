@@ -423,9 +423,10 @@ async fn a_wrong_master_password_fails_clearly_without_printing_it() {
     );
     let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
-        // async-imap's protocol trace and the sink's own batch summary: the
-        // exchange that would carry a password was captured.
-        logs.contains("decode") && logs.contains("IMAP batch done"),
+        // async-imap's protocol trace of this session was captured: the layer
+        // that would show a LOGIN line. (The sink's own lines may be logged
+        // from a worker thread, outside this thread-local capture.)
+        logs.contains("decode"),
         "capture incomplete: {logs}"
     );
     assert!(!logs.contains(WRONG), "the wrong password was logged");
