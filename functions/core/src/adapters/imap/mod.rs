@@ -1077,17 +1077,18 @@ async fn catch_up(wire: &mut Wire, index: &mut FolderIndex, noop: bool) -> Resul
         )));
     }
     for item in untagged {
+        // Only answers to our FETCH carry the header section. The server also
+        // reports other sessions' flag changes as FETCH responses (with a UID
+        // after a UID command); counting those would move `last_uid` past
+        // messages never read, and their copies would go unseen.
         if let Untagged::Fetch {
             uid: Some(uid),
-            section,
+            section: Some(section),
         } = item
         {
             // `N:*` also returns the last message when N is past it.
             if uid >= from {
-                index.add(
-                    section.as_deref().and_then(names::message_id_from_header),
-                    uid,
-                );
+                index.add(names::message_id_from_header(&section), uid);
             }
         }
     }
