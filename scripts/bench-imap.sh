@@ -14,4 +14,4 @@ for p in dovecot-imapd isync; do
   fi
 done
 # imapsync is not in Debian 12; it is used when present on the PATH.
-cargo run --release -q -p integration-tests --bin bench-imap -- "$@"
+cargo run --release -q --no-default-features -p integration-tests --bin bench-imap -- "$@"

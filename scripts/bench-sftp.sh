@@ -13,4 +13,4 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bench-sftp: run as root (sshd must switch to the login user)" >&2
   exit 1
 fi
-exec cargo run --release -p integration-tests --bin bench_sftp -- "$@"
+exec cargo run --release --no-default-features -p integration-tests --bin bench_sftp -- "$@"

@@ -5,6 +5,7 @@
 pub mod dovecot;
 pub mod gpg;
 pub mod local;
+#[cfg(feature = "aws")]
 pub mod moto;
 pub mod process;
 pub mod sshd;

@@ -2,7 +2,7 @@
 //! next to the others in the same run (not a test; see docs/imap.md).
 //!
 //! ```text
-//! cargo run --release -p integration-tests --bin bench-imap -- [--messages 5000] [--size 4096] [--no-fsync]
+//! cargo run --release --no-default-features -p integration-tests --bin bench-imap -- [--messages 5000] [--size 4096] [--no-fsync]
 //! ```
 //!
 //! Modes, all over TLS with the master user, each into its own empty mailbox:

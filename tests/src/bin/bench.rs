@@ -2,7 +2,7 @@
 //! the same run on the same machine, printed as a table of ratios.
 //!
 //! ```text
-//! cargo run --release -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--only decrypt,parse,e2e]
+//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--only decrypt,parse,e2e]
 //! ```
 //!
 //! Every measured piece runs in a child process of its own, so its peak RSS

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! scripts/bench-sftp.sh [--size-mb 500] [--runs 3]
-//! # = cargo run --release -p integration-tests --bin bench_sftp -- ...  (as root: it starts sshd)
+//! # = cargo run --release --no-default-features -p integration-tests --bin bench_sftp -- ...  (as root: it starts sshd)
 //! ```
 //!
 //! Three measurements per run, interleaved so that machine noise hits all:
