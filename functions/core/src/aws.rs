@@ -293,6 +293,29 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// The `main` of every function binary. Under a Lambda runtime API: JSON
+/// logs, the clients built once, then each event to [`Lambda::handle`].
+/// Elsewhere (no `AWS_LAMBDA_RUNTIME_API`): one run on the embedded defaults
+/// with an event file ([`crate::function::main`]).
+pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime::Error> {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return Ok(crate::function::main(function).await?);
+    }
+    init_logging();
+    let lambda = Arc::new(Lambda::from_env().await?);
+    let handler = move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+        let lambda = lambda.clone();
+        async move {
+            let response = lambda.handle(function, event.payload).await;
+            if let Err(e) = &response {
+                tracing::error!(function = ?function, request_id = %event.context.request_id, error = %e, "failed");
+            }
+            Ok::<_, lambda_runtime::Error>(response?)
+        }
+    };
+    lambda_runtime::run(lambda_runtime::service_fn(handler)).await
+}
+
 /// A request to the import function to fold status records into
 /// `status.json` / `status.csv`: of every day touched since the last
 /// rebuild, or of the days named.
