@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod gpg;
+pub mod latency;
 pub mod local;
 #[cfg(feature = "aws")]
 pub mod moto;

@@ -51,18 +51,27 @@ impl PidFileGuard {
                 .arg(pid.to_string())
                 .status();
             for _ in 0..100 {
-                let alive = std::process::Command::new("kill")
-                    .args(["-0", &pid.to_string()])
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !alive {
+                if !is_running(pid) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
     }
+}
+
+/// Whether the process exists and is not a zombie: a daemon that forked
+/// away from us is reaped by init, which in a container may never happen, so
+/// a zombie counts as stopped.
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for PidFileGuard {

@@ -2,10 +2,11 @@
 //! next to the others in the same run (not a test; see docs/imap.md).
 //!
 //! ```text
-//! cargo run --release --no-default-features -p integration-tests --bin bench-imap -- [--messages 5000] [--size 4096] [--no-fsync]
+//! cargo run --release --no-default-features -p integration-tests --bin bench-imap -- [--messages 5000] [--size 4096] [--rtt-ms 0,5] [--no-fsync]
 //! ```
 //!
-//! Modes, all over TLS with the master user, each into its own empty mailbox:
+//! Modes, all over TLS with the master user, each into its own empty mailbox,
+//! at each round-trip time (0 = loopback as is; above, through a delay line):
 //! - serial: one APPEND per round trip (pipeline_depth 1, no MULTIAPPEND);
 //! - pipelined: 16 APPENDs in flight with LITERAL+, no MULTIAPPEND;
 //! - default: the sink's defaults (MULTIAPPEND of 100 messages, 8 in flight);
@@ -15,12 +16,13 @@
 //!   Maildir into an account over TLS.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chat_archive_core::adapters::imap::{ImapConfig, ImapSink};
 use chat_archive_core::ports::{Delivery, DeliveryOutcome, MailboxSink, SecretValue};
 use chrono::{TimeZone, Utc};
 use integration_tests::dovecot::{self, Dovecot, Options};
+use integration_tests::latency::DelayLine;
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -51,7 +53,6 @@ fn mail(i: usize, size: usize) -> (String, Vec<u8>) {
 }
 
 async fn run(
-    server: &Dovecot,
     mailbox: &str,
     config: ImapConfig,
     mails: &[(String, Vec<u8>)],
@@ -83,12 +84,15 @@ async fn run(
     assert_eq!(delivered, mails.len(), "{:?}", sink.stats());
     let stats = sink.stats();
     eprintln!("  {mailbox}: {stats:?}");
-    let _ = server;
     mails.len() as f64 / seconds
 }
 
 /// Copies the messages with imapsync from a Maildir-backed account; msgs/s.
-fn imapsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
+fn imapsync(server: &Dovecot, rtt_ms: u64, mails: &[(String, Vec<u8>)]) -> Option<f64> {
+    if rtt_ms > 0 {
+        // Both of its ends are the same server: measured on loopback only.
+        return None;
+    }
     let found = Command::new("imapsync")
         .arg("--version")
         .output()
@@ -97,10 +101,10 @@ fn imapsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
         eprintln!("imapsync is not installed: skipped");
         return None;
     }
-    let cur = server.maildir("src@bench.example").join("cur");
+    let cur = server.maildir("src-0@bench.example").join("cur");
     std::fs::create_dir_all(&cur).expect("maildir");
     for sub in ["new", "tmp"] {
-        std::fs::create_dir_all(server.maildir("src@bench.example").join(sub)).expect("maildir");
+        std::fs::create_dir_all(server.maildir("src-0@bench.example").join(sub)).expect("maildir");
     }
     for (i, (_, raw)) in mails.iter().enumerate() {
         std::fs::write(cur.join(format!("1700000000.M{i}P1.bench:2,S")), raw)
@@ -122,7 +126,7 @@ fn imapsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
             "--port1",
             &port,
             "--user1",
-            &user("src@bench.example"),
+            &user("src-0@bench.example"),
         ])
         .args(["--password1", dovecot::MASTER_PASSWORD])
         .args([
@@ -131,7 +135,7 @@ fn imapsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
             "--port2",
             &port,
             "--user2",
-            &user("dst@bench.example"),
+            &user("dst-0@bench.example"),
         ])
         .args(["--password2", dovecot::MASTER_PASSWORD])
         .args([
@@ -165,7 +169,7 @@ fn imapsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
 /// Pushes the same messages from a local Maildir with mbsync (isync), over
 /// TLS with the master user; msgs/s. Debian 12 has no imapsync package;
 /// mbsync is the packaged peer that copies a Maildir into an IMAP account.
-fn mbsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
+fn mbsync(server: &Dovecot, port: u16, user: &str, mails: &[(String, Vec<u8>)]) -> Option<f64> {
     let found = Command::new("mbsync")
         .arg("--version")
         .output()
@@ -174,7 +178,7 @@ fn mbsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
         eprintln!("mbsync (isync) is not installed: skipped");
         return None;
     }
-    let base = server.dir.path().join("mbsync");
+    let base = server.dir.path().join(user);
     let inbox = base.join("INBOX");
     for sub in ["cur", "new", "tmp"] {
         std::fs::create_dir_all(inbox.join(sub)).expect("maildir");
@@ -189,12 +193,11 @@ fn mbsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
         .expect("message file");
     }
     let config = format!(
-        "IMAPAccount far\nHost 127.0.0.1\nPort {port}\nUser mbsync@bench.example*{master}\nPass {password}\n\
+        "IMAPAccount far\nHost 127.0.0.1\nPort {port}\nUser {user}*{master}\nPass {password}\n\
          SSLType IMAPS\nCertificateFile {cert}\nAuthMechs LOGIN\n\n\
          IMAPStore far\nAccount far\n\n\
          MaildirStore near\nPath {base}/\nInbox {base}/INBOX\n\n\
          Channel push\nFar :far:\nNear :near:\nPatterns INBOX\nCreate Far\nSync Push\nExpunge None\nSyncState *\n",
-        port = server.imaps_port,
         master = dovecot::MASTER_USER,
         password = dovecot::MASTER_PASSWORD,
         cert = server.ca_file().display(),
@@ -218,19 +221,101 @@ fn mbsync(server: &Dovecot, mails: &[(String, Vec<u8>)]) -> Option<f64> {
     Some(mails.len() as f64 / seconds)
 }
 
+/// The modes measured at one round-trip time, each into its own mailbox.
+struct Round {
+    rtt_ms: u64,
+    serial: f64,
+    piped: f64,
+    default: f64,
+    imapsync: Option<f64>,
+    mbsync: Option<f64>,
+}
+
+async fn round(server: &Dovecot, rtt_ms: u64, mails: &[(String, Vec<u8>)]) -> Round {
+    let line = DelayLine::start(server.imaps_port, Duration::from_millis(rtt_ms))
+        .await
+        .expect("delay line");
+    let port = if rtt_ms == 0 {
+        server.imaps_port
+    } else {
+        line.port
+    };
+    eprintln!("round-trip time {rtt_ms} ms (TLS port {port})");
+    let via = |base: ImapConfig| ImapConfig {
+        port: Some(port),
+        ..base
+    };
+    let user = |mode: &str| format!("{mode}-{rtt_ms}@bench.example");
+    let serial = run(
+        &user("serial"),
+        via(ImapConfig {
+            pipeline_depth: 1,
+            multiappend_max_messages: 0,
+            ..server.imap_config()
+        }),
+        mails,
+    )
+    .await;
+    let piped = run(
+        &user("piped"),
+        via(ImapConfig {
+            pipeline_depth: 16,
+            multiappend_max_messages: 0,
+            ..server.imap_config()
+        }),
+        mails,
+    )
+    .await;
+    let default = run(&user("multi"), via(server.imap_config()), mails).await;
+    Round {
+        rtt_ms,
+        serial,
+        piped,
+        default,
+        imapsync: imapsync(server, rtt_ms, mails),
+        mbsync: mbsync(server, port, &user("mbsync"), mails),
+    }
+}
+
+fn print_table(round: &Round) {
+    println!("\nround-trip time {} ms", round.rtt_ms);
+    println!("| mode | msgs/s | vs serial |");
+    println!("|---|---:|---:|");
+    for (name, rate) in [
+        ("serial: one APPEND per round trip", Some(round.serial)),
+        ("pipelined: 16 APPENDs in flight (LITERAL+)", Some(round.piped)),
+        ("default: MULTIAPPEND x100, 8 in flight", Some(round.default)),
+        ("imapsync (Maildir-backed account -> account)", round.imapsync),
+        ("mbsync/isync (local Maildir -> account, TLS)", round.mbsync),
+    ] {
+        match rate {
+            Some(rate) => println!("| {name} | {rate:.0} | {:.1}x |", rate / round.serial),
+            None => println!("| {name} | n/a | |"),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let messages = arg(&args, "--messages", 5000);
     let size = arg(&args, "--size", 4096);
-    let users = [
-        "serial@bench.example",
-        "piped@bench.example",
-        "multi@bench.example",
-        "src@bench.example",
-        "dst@bench.example",
-        "mbsync@bench.example",
-    ];
+    // --rtt-ms 0,5: each round trip time to measure at; above 0 the client
+    // reaches the server through a delay line (see `latency`).
+    let rtts: Vec<u64> = args
+        .iter()
+        .position(|a| a == "--rtt-ms")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![0, 5]);
+    let users: Vec<String> = rtts
+        .iter()
+        .flat_map(|rtt| {
+            ["serial", "piped", "multi", "src", "dst", "mbsync"]
+                .map(|mode| format!("{mode}-{rtt}@bench.example"))
+        })
+        .collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
     // --no-fsync: the server does not fsync each message, so the figures
     // show the protocol rather than the disk (which is shared with other
     // work on a development machine).
@@ -246,49 +331,12 @@ async fn main() {
     let server = Dovecot::start_with(&users, options);
     let mails: Vec<(String, Vec<u8>)> = (0..messages).map(|i| mail(i, size)).collect();
     eprintln!(
-        "{messages} mails of {size} bytes into Dovecot {} (TLS port {})",
-        server.pid().unwrap_or_default(),
-        server.imaps_port
+        "{messages} mails of {size} bytes into Dovecot (fsync {})",
+        if no_fsync { "never" } else { "as installed" }
     );
-
-    let serial = run(
-        &server,
-        users[0],
-        ImapConfig {
-            pipeline_depth: 1,
-            multiappend_max_messages: 0,
-            ..server.imap_config()
-        },
-        &mails,
-    )
-    .await;
-    let piped = run(
-        &server,
-        users[1],
-        ImapConfig {
-            pipeline_depth: 16,
-            multiappend_max_messages: 0,
-            ..server.imap_config()
-        },
-        &mails,
-    )
-    .await;
-    let default = run(&server, users[2], server.imap_config(), &mails).await;
-    let sync = imapsync(&server, &mails);
-    let push = mbsync(&server, &mails);
-
-    println!("| mode | msgs/s | vs serial |");
-    println!("|---|---:|---:|");
-    for (name, rate) in [
-        ("serial: one APPEND per round trip", Some(serial)),
-        ("pipelined: 16 APPENDs in flight (LITERAL+)", Some(piped)),
-        ("default: MULTIAPPEND x100, 8 in flight", Some(default)),
-        ("imapsync (Maildir-backed account -> account)", sync),
-        ("mbsync/isync (local Maildir -> account, TLS)", push),
-    ] {
-        match rate {
-            Some(rate) => println!("| {name} | {rate:.0} | {:.1}x |", rate / serial),
-            None => println!("| {name} | n/a | |"),
-        }
+    let mut rounds = Vec::new();
+    for rtt in rtts {
+        rounds.push(round(&server, rtt, &mails).await);
     }
+    rounds.iter().for_each(print_table);
 }
