@@ -63,7 +63,11 @@ async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Du
     let reader = async move {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(n) = from.read(&mut buffer).await {
-            if n == 0 || chunks.send((Instant::now() + delay, buffer[..n].to_vec())).is_err() {
+            if n == 0
+                || chunks
+                    .send((Instant::now() + delay, buffer[..n].to_vec()))
+                    .is_err()
+            {
                 break;
             }
         }

@@ -52,11 +52,7 @@ fn mail(i: usize, size: usize) -> (String, Vec<u8>) {
     (id, raw.into_bytes())
 }
 
-async fn run(
-    mailbox: &str,
-    config: ImapConfig,
-    mails: &[(String, Vec<u8>)],
-) -> f64 {
+async fn run(mailbox: &str, config: ImapConfig, mails: &[(String, Vec<u8>)]) -> f64 {
     let sink = ImapSink::with_credential(config, SecretValue::new(dovecot::MASTER_PASSWORD))
         .expect("sink");
     // Log in first: the figure is about appends, not the login.
@@ -283,9 +279,18 @@ fn print_table(round: &Round) {
     println!("|---|---:|---:|");
     for (name, rate) in [
         ("serial: one APPEND per round trip", Some(round.serial)),
-        ("pipelined: 16 APPENDs in flight (LITERAL+)", Some(round.piped)),
-        ("default: MULTIAPPEND x100, 8 in flight", Some(round.default)),
-        ("imapsync (Maildir-backed account -> account)", round.imapsync),
+        (
+            "pipelined: 16 APPENDs in flight (LITERAL+)",
+            Some(round.piped),
+        ),
+        (
+            "default: MULTIAPPEND x100, 8 in flight",
+            Some(round.default),
+        ),
+        (
+            "imapsync (Maildir-backed account -> account)",
+            round.imapsync,
+        ),
         ("mbsync/isync (local Maildir -> account, TLS)", round.mbsync),
     ] {
         match rate {
