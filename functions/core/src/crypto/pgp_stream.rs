@@ -1,10 +1,13 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 
-use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
+use pgp::composed::{
+    DecryptionOptions, Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey,
+    TheRing,
+};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
-use pgp::types::{CompressionAlgorithm, KeyDetails, Password};
+use pgp::types::{CompressionAlgorithm, KeyDetails, Password, Seipdv1ReadMode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, InputError, Place, Result};
@@ -151,8 +154,9 @@ where
         return Err(bad("the file is not encrypted; ICE exports always are".into()).into());
     }
     message = message
-        .decrypt(&keys.passphrase, &keys.secret_key)
-        .map_err(|e| bad(describe_decrypt_error(&e, keys)))?;
+        .decrypt_the_ring(streaming_ring(keys), true)
+        .map_err(|e| bad(describe_decrypt_error(&e, keys)))?
+        .0;
     while message.is_compressed() {
         message = message
             .decompress()
@@ -176,6 +180,20 @@ fn open_message<'a, R: BufRead + fmt::Debug + Send + 'a>(
     source: R,
 ) -> pgp::errors::Result<Message<'a>> {
     Message::from_reader(source).map(|(message, _)| message)
+}
+
+/// The firm's key, decrypting SEIPDv1 data as a stream. pgp's default mode
+/// (check the MDC first) holds the whole ciphertext in memory and refuses
+/// anything over 1 GiB; an export of several GiB must decrypt in bounded
+/// memory. Releasing plaintext before the MDC is checked is safe here because
+/// [`decrypt_verify`]'s callers discard everything written when it fails.
+fn streaming_ring(keys: &DecryptKeys) -> TheRing<'_> {
+    TheRing {
+        secret_keys: vec![&keys.secret_key],
+        key_passwords: vec![&keys.passphrase],
+        decrypt_options: DecryptionOptions::new().set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
+        ..Default::default()
+    }
 }
 
 fn describe_decrypt_error(error: &pgp::errors::Error, keys: &DecryptKeys) -> String {
