@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every performance figure of the project, each next to its peer in the same
+# run on this machine (not a test; the latest table is in docs/benchmarks.md):
+#   decrypt (vs gpg), parse and convert, end to end on embedded defaults,
+#   SFTP fetch (vs OpenSSH sftp), IMAP import (serial vs pipelined, mbsync),
+#   Lambda bootstrap sizes and init times (needs cargo-lambda).
+#
+# Usage: scripts/bench.sh [--quick]
+#   --quick: small sizes (a minute or two), to check the benchmarks run.
+# Needs root (sshd and Dovecot switch users) and scripts/install-test-deps.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export PATH="${CHAT_ARCHIVE_VENV:-$here/.venv}/bin:$PATH"
+
+if [ "${1:-}" = "--quick" ]; then
+  core=(--size-mb 20 --big-mb 60 --messages 20000); sftp=(--size-mb 50 --runs 1)
+  imap=(--messages 500 --rtt-ms 0,5); starts=5
+else
+  core=(--size-mb 200 --big-mb 2048 --messages 1000000); sftp=(--size-mb 500 --runs 3)
+  imap=(--messages 5000 --rtt-ms 0,5); starts=30
+fi
+
+run() { cargo run --release -q --no-default-features -p integration-tests --bin "$@"; }
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== decrypt, parse/convert, end to end"
+run bench -- "${core[@]}"
+echo "== SFTP fetch vs OpenSSH sftp"
+scripts/bench-sftp.sh "${sftp[@]}"
+echo "== IMAP import"
+scripts/bench-imap.sh "${imap[@]}"
+echo "== Lambda bootstraps"
+if command -v cargo-lambda >/dev/null; then
+  cargo lambda build --release --compiler cargo -q
+  run bench_lambda -- --starts "$starts" "${CARGO_TARGET_DIR:-target}/lambda"
+else
+  echo "cargo-lambda not found: skipped (scripts/install-test-deps.sh installs it)"
+fi
