@@ -1,5 +1,7 @@
 //! The human-readable transcript: plain text and HTML, times in UTC.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 
 use crate::model::{ChatEvent, Conversation, EventKind};
@@ -12,16 +14,17 @@ pub struct Transcript<'a> {
     pub disclaimer: &'a str,
 }
 
-/// One line of the transcript, before formatting.
-struct Line {
+/// One line of the transcript, before formatting. Chat text is borrowed:
+/// a message may be hundreds of MB, and the transcript is made twice.
+struct Line<'a> {
     time: String,
     who: String,
-    what: String,
+    what: Cow<'a, str>,
     /// Chat text (as opposed to a system notice).
     is_message: bool,
 }
 
-impl Transcript<'_> {
+impl<'a> Transcript<'a> {
     fn who(&self, im_id: &str) -> String {
         match self
             .conversation
@@ -34,21 +37,23 @@ impl Transcript<'_> {
         }
     }
 
-    fn lines(&self) -> Vec<Line> {
+    fn lines(&self) -> Vec<Line<'a>> {
         self.events
             .iter()
-            .map(|event| {
+            .map(|&event| {
                 let (what, is_message) = match &event.kind {
-                    EventKind::Message { text } => (text.clone(), true),
-                    EventKind::Entered => ("entered the conversation".to_string(), false),
-                    EventKind::Left => ("left the conversation".to_string(), false),
-                    EventKind::Disclaimer { text } => (format!("Disclaimer: {text}"), false),
+                    EventKind::Message { text } => (Cow::Borrowed(text.as_str()), true),
+                    EventKind::Entered => (Cow::Borrowed("entered the conversation"), false),
+                    EventKind::Left => (Cow::Borrowed("left the conversation"), false),
+                    EventKind::Disclaimer { text } => {
+                        (Cow::Owned(format!("Disclaimer: {text}")), false)
+                    }
                     EventKind::FileTransfer(file) => (
-                        format!(
+                        Cow::Owned(format!(
                             "sent file \"{}\" ({} bytes, attached)",
                             file.file_name,
                             file.content.len()
-                        ),
+                        )),
                         false,
                     ),
                 };
@@ -99,12 +104,20 @@ impl Transcript<'_> {
     pub fn text(&self) -> String {
         let mut out = self.heading().join("\n");
         out.push_str("\n\n");
-        for line in self.lines() {
+        let lines = self.lines();
+        out.reserve(
+            lines
+                .iter()
+                .map(|l| l.time.len() + l.who.len() + l.what.len() + 10)
+                .sum(),
+        );
+        for line in lines {
             let marker = if line.is_message { ":" } else { " ***" };
-            out.push_str(&format!(
-                "[{}] {}{} {}\n",
-                line.time, line.who, marker, line.what
-            ));
+            for piece in [
+                "[", &line.time, "] ", &line.who, marker, " ", &line.what, "\n",
+            ] {
+                out.push_str(piece);
+            }
         }
         if self.events.is_empty() {
             out.push_str("(no messages on this day)\n");
@@ -112,7 +125,7 @@ impl Transcript<'_> {
         if !self.disclaimer.is_empty() {
             out.push_str(&format!("\n{}\n", self.disclaimer));
         }
-        out
+        lf_line_breaks(out)
     }
 
     pub fn html(&self) -> String {
@@ -123,18 +136,27 @@ impl Transcript<'_> {
             out.push_str(&format!("<{tag}>{}</{tag}>", escape(line.trim_start())));
         }
         out.push_str("<table border=\"0\" cellpadding=\"3\"><tr><th>Time (UTC)</th><th>Who</th><th>What</th></tr>");
-        for line in self.lines() {
-            let what = if line.is_message {
-                escape(&line.what)
-            } else {
-                format!("<i>{}</i>", escape(&line.what))
+        let lines = self.lines();
+        out.reserve(
+            lines
+                .iter()
+                .map(|l| l.time.len() + l.who.len() + l.what.len() + 64)
+                .sum(),
+        );
+        for line in lines {
+            let (open, close) = match line.is_message {
+                true => ("", ""),
+                false => ("<i>", "</i>"),
             };
-            out.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&line.time),
-                escape(&line.who),
-                what
-            ));
+            out.push_str("<tr><td>");
+            escape_into(&mut out, &line.time);
+            out.push_str("</td><td>");
+            escape_into(&mut out, &line.who);
+            out.push_str("</td><td>");
+            out.push_str(open);
+            escape_into(&mut out, &line.what);
+            out.push_str(close);
+            out.push_str("</td></tr>");
         }
         out.push_str("</table>");
         if !self.disclaimer.is_empty() {
@@ -148,17 +170,75 @@ impl Transcript<'_> {
     }
 }
 
+/// Chat text may break lines with CR LF, LF or a lone CR. A mail body may
+/// only hold CR LF pairs (RFC 5322 section 2.3): mail-builder turns a lone LF
+/// into CR LF but passes a lone CR through, which mail servers reject or
+/// read as a line break of their own. So every line break becomes one LF
+/// here; the exact original text stays in the attached original XML.
+fn lf_line_breaks(text: String) -> String {
+    if !text.contains('\r') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(cr) = rest.find('\r') {
+        out.push_str(&rest[..cr]);
+        out.push('\n');
+        rest = &rest[cr + 1..];
+        rest = rest.strip_prefix('\n').unwrap_or(rest);
+    }
+    out.push_str(rest);
+    out
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\n' => out.push_str("<br>"),
-            _ => out.push(ch),
-        }
-    }
+    escape_into(&mut out, text);
     out
+}
+
+/// Copies the runs between special characters whole (a message may be
+/// hundreds of MB). They are all ASCII, so every cut is a char boundary.
+fn escape_into(out: &mut String, text: &str) {
+    // CR LF, LF and a lone CR are each one line break (see `lf_line_breaks`).
+    let mut after_cr = false;
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let replacement = match byte {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'"' => "&quot;",
+            b'\n' if after_cr => "",
+            b'\n' | b'\r' => "<br>",
+            _ => {
+                after_cr = false;
+                continue;
+            }
+        };
+        out.push_str(&text[start..i]);
+        out.push_str(replacement);
+        start = i + 1;
+        after_cr = byte == b'\r';
+    }
+    out.push_str(&text[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_break_becomes_one_lf() {
+        let text = "a\r\nb\rc\nd\r\r\ne".to_string();
+        assert_eq!(lf_line_breaks(text), "a\nb\nc\nd\n\ne");
+        assert_eq!(
+            escape("a\r\nb\rc\nd\r\r\ne<"),
+            "a<br>b<br>c<br>d<br><br>e&lt;"
+        );
+        assert_eq!(
+            escape("Zoë \"<&>\" ☺\r"),
+            "Zoë &quot;&lt;&amp;&gt;&quot; ☺<br>"
+        );
+    }
 }
