@@ -3,7 +3,11 @@
 //! pipeline set up in a temporary data directory.
 
 pub mod dovecot;
+pub mod faults;
 pub mod gpg;
+pub mod hostile;
+#[cfg(feature = "aws")]
+pub mod lambda_chain;
 pub mod latency;
 pub mod local;
 #[cfg(feature = "aws")]

@@ -2,7 +2,7 @@
 //! decrypt -> convert -> import, each stage started by the same S3 event JSON
 //! that AWS would deliver to its Lambda function.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -212,7 +212,9 @@ impl Pipeline {
         Ok(results)
     }
 
-    /// Carries one raw object through decrypt, convert and import, event by event.
+    /// Carries one raw object through decrypt, convert and import, event by
+    /// event, then rebuilds the status log of the days it touched (into
+    /// `days`) and marks it done.
     async fn process_raw(
         &self,
         raw_key: &str,
@@ -220,8 +222,9 @@ impl Pipeline {
         mapper: &mut Mapper<'_>,
         progress: &dyn Progress,
         summary: &mut RunSummary,
-        days: &mut BTreeSet<(String, String)>,
+        days: &mut BTreeMap<(String, String), DayStatus>,
     ) -> Result<()> {
+        let mut touched = BTreeSet::new();
         let mut queue = vec![raw_key.to_string()];
         while let Some(key) = queue.pop() {
             // Consecutive mails (the sidecars of one converted file) travel
@@ -247,14 +250,14 @@ impl Pipeline {
                         error, ..
                     }) => {
                         let connector = self.ctx.config.for_key(&key).name;
-                        days.insert((
+                        touched.insert((
                             connector,
                             status::day_label(status::day_from_file_name(&key)),
                         ));
                         summary.quarantined.push((key.clone(), error));
                     }
                     StageResult::Converted(outcome) => {
-                        days.insert((self.ctx.config.for_key(&key).name, outcome.day.clone()));
+                        touched.insert((self.ctx.config.for_key(&key).name, outcome.day.clone()));
                         if let Some((_, error)) = outcome.quarantined {
                             summary.quarantined.push((key.clone(), error));
                         }
@@ -263,11 +266,18 @@ impl Pipeline {
                         queue.extend(outcome.sidecars.into_iter().rev());
                     }
                     StageResult::Imported(record) => {
-                        days.insert((record.connector.clone(), record.day.clone()));
+                        touched.insert((record.connector.clone(), record.day.clone()));
                         progress.mail_imported(&record);
                     }
                 }
             }
+        }
+        // The status log is brought up to date before the file is marked
+        // done: a run stopped after the mark (killed, say) leaves the next
+        // run nothing to redo, so nothing that would rebuild these days.
+        for (connector, day) in touched {
+            let status = status::rebuild_day(self.ctx.store.as_ref(), &connector, &day).await?;
+            days.insert((connector, day), status);
         }
         let info = self
             .ctx
@@ -300,7 +310,7 @@ impl Pipeline {
         progress.fetched(summary.fetched.len());
         let pending = self.pending_raw_keys().await?;
         progress.files_to_process(pending.len());
-        let mut days = BTreeSet::new();
+        let mut days = BTreeMap::new();
         if !pending.is_empty() {
             let keys = self.decrypt_keys().await?;
             let table: MappingTable = import::load_mapping(&self.ctx).await?;
@@ -320,11 +330,8 @@ impl Pipeline {
             }
         }
         summary.processed_files = pending;
-        for (connector, day) in days {
-            summary
-                .days
-                .push(status::rebuild_day(self.ctx.store.as_ref(), &connector, &day).await?);
-        }
+        // Each day as rebuilt after the last file that touched it.
+        summary.days = days.into_values().collect();
         Ok(summary)
     }
 }

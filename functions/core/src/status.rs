@@ -114,12 +114,20 @@ impl ItemRecord {
     }
 
     /// Carries forward "imported" from an earlier record of the same item.
+    ///
+    /// An earlier record still pending means an import of the item began
+    /// and its outcome was never recorded: it stopped between delivery and
+    /// record (a crash, the store unreachable), or a concurrent invocation
+    /// has not written its record yet. A copy found in place then is that
+    /// import's own, so it counts as imported, not as a duplicate.
     pub fn merge_previous(&mut self, previous: &ItemRecord) {
+        let unrecorded = previous.state == ItemState::Pending;
         for target in &mut self.targets {
-            let was_imported = previous
-                .targets
-                .iter()
-                .any(|p| p.mailbox == target.mailbox && p.state == TargetState::Imported);
+            let was_imported = unrecorded
+                || previous
+                    .targets
+                    .iter()
+                    .any(|p| p.mailbox == target.mailbox && p.state == TargetState::Imported);
             if was_imported && target.state == TargetState::AlreadyPresent {
                 target.state = TargetState::Imported;
             }
@@ -464,6 +472,22 @@ mod tests {
         replay.merge_previous(&first);
         replay.settle();
         assert_eq!(replay.state, ItemState::Imported);
+    }
+
+    #[test]
+    fn a_copy_delivered_before_its_record_was_written_counts_as_imported() {
+        // The convert stage's record, never settled: the import that
+        // delivered the copy stopped before recording it.
+        let mut pending = item("a", vec![], &[]);
+        pending.state = ItemState::Pending;
+        pending.reason = None;
+        let mut retry = item("a", vec![("x@f", TargetState::AlreadyPresent)], &[]);
+        retry.merge_previous(&pending);
+        retry.settle();
+        assert_eq!(retry.state, ItemState::Imported);
+        // Without any earlier record, a copy in place is a duplicate.
+        let fresh = item("a", vec![("x@f", TargetState::AlreadyPresent)], &[]);
+        assert_eq!(fresh.state, ItemState::SkippedDuplicate);
     }
 }
 

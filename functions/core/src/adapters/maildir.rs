@@ -154,9 +154,15 @@ fn write_message(folder: &Path, unique: &str, delivery: &Delivery<'_>) -> std::i
     {
         std::fs::File::create(marker)?;
     }
-    let tmp = folder
-        .join("tmp")
-        .join(format!("{unique}.{}", std::process::id()));
+    // Unique per delivery attempt, as Maildir requires: two writers of the
+    // same message (two threads, or two Lambda containers on one EFS tree,
+    // whose processes often have the same PID) must never share a temporary
+    // file, or one truncates what the other is about to rename into cur/.
+    let tmp = folder.join("tmp").join(format!(
+        "{unique}.{}.{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(delivery.raw)?;
     file.set_modified(delivery.internal_date.into())?;
