@@ -59,6 +59,8 @@ impl MappingTable {
     /// with their row number (1-based, header included) and skipped.
     pub fn from_csv(bytes: &[u8], file: &str) -> Self {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let bytes = lone_cr_to_lf(bytes);
+        let bytes = bytes.as_ref();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -68,11 +70,14 @@ impl MappingTable {
         let mut table = MappingTable::default();
         for (index, record) in reader.records().enumerate() {
             // The line an editor shows (the csv crate does not count skipped
-            // blank lines), from the record's byte offset.
-            let row = record
-                .as_ref()
-                .ok()
-                .and_then(|r| r.position())
+            // blank lines), from the record's byte offset. An unreadable row
+            // (bad UTF-8) has its offset in the error: counting records
+            // instead would skip blank and comment lines and name a wrong row.
+            let position = match &record {
+                Ok(record) => record.position(),
+                Err(e) => e.position(),
+            };
+            let row = position
                 .and_then(|p| usize::try_from(p.byte()).ok())
                 .map(|start| line_of(bytes, start))
                 .unwrap_or(index as u64 + 1);
@@ -124,17 +129,40 @@ impl MappingTable {
     }
 }
 
-/// The 1-based line of the first non-blank byte at or after `start` (a
-/// record's recorded start may sit on the blank lines before it).
+/// Lone CRs (old Mac line ends, Excel's "CSV (Macintosh)") become LFs. The
+/// csv reader ends records at a lone CR but a comment only at LF, so a
+/// comment line would silently swallow every row after it; and editors count
+/// lines the same way either way. One byte for one: offsets stay valid.
+fn lone_cr_to_lf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let lone = |i: usize| bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+    if !(0..bytes.len()).any(lone) {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let normalized = (0..bytes.len())
+        .map(|i| if lone(i) { b'\n' } else { bytes[i] })
+        .collect();
+    std::borrow::Cow::Owned(normalized)
+}
+
+/// The 1-based line of the record recorded at `start`. The csv reader
+/// records a record's start before the blank and comment lines that precede
+/// it, so those are skipped first (a record never starts with `#`: such a
+/// line is a comment). Line ends are LF or CR LF (see [`lone_cr_to_lf`]).
 fn line_of(bytes: &[u8], start: usize) -> u64 {
-    let skipped = bytes
-        .get(start..)
-        .unwrap_or_default()
-        .iter()
-        .take_while(|b| matches!(b, b'\r' | b'\n'))
-        .count();
-    let end = (start + skipped).min(bytes.len());
-    1 + bytes[..end].iter().filter(|&&b| b == b'\n').count() as u64
+    let mut at = start.min(bytes.len());
+    loop {
+        match bytes.get(at) {
+            Some(b'\r' | b'\n') => at += 1,
+            Some(b'#') => {
+                at = bytes[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |end| at + end + 1)
+            }
+            _ => break,
+        }
+    }
+    1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 /// How one participant was mapped.
@@ -258,6 +286,34 @@ mod tests {
             table.problems[1].reason.contains("row 3"),
             "{}",
             table.problems[1]
+        );
+    }
+
+    /// Found by `cargo fuzz run mapping_csv` (tests/fuzz): `x`, a lone CR,
+    /// then a byte that is not UTF-8. The unreadable row was numbered by
+    /// record count and lone CRs were not counted as line breaks; looking
+    /// into it showed that in a CR-only file a comment swallowed the rows
+    /// after it, and that rows after comment lines got the comment's number.
+    #[test]
+    fn fuzz_lone_cr_and_bad_utf8_rows_are_numbered_as_lines() {
+        let found =
+            include_bytes!("../../../tests/fuzz/regressions/mapping_csv/lone-cr-bad-utf8.csv");
+        let table = MappingTable::from_csv(found, "mapping.csv");
+        let rows: Vec<_> = table.problems.iter().map(|p| p.place.clone()).collect();
+        assert_eq!(rows, vec![Place::Row(1), Place::Row(2)]);
+        assert!(table.problems[1].reason.contains("unreadable"));
+
+        let old_mac =
+            b"ImId,Mailbox\rjdoe1,jdoe@acme.example\r\r# note\rbad-row\r\n\xff\n\xff,x@acme.example\r";
+        let table = MappingTable::from_csv(old_mac, "mapping.csv");
+        assert_eq!(table.mailbox_for("jdoe1"), Some(("jdoe@acme.example", 2)));
+        let rows: Vec<_> = table.problems.iter().map(|p| p.place.clone()).collect();
+        assert_eq!(rows, vec![Place::Row(5), Place::Row(6), Place::Row(7)]);
+
+        let template = MappingTable::from_csv(csv_template().as_bytes(), "template");
+        assert_eq!(
+            template.mailbox_for("jdoe1"),
+            Some(("john.doe@acme.example", 5))
         );
     }
 

@@ -8,6 +8,7 @@
 //! Payload unwrapping (PGP, gzip, zip) happens before this reader: it only
 //! reads plain UTF-8 XML.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
 
 use base64::alphabet;
@@ -26,6 +27,8 @@ pub const ROOT: &str = "IceChatExport";
 
 const CONVERSATION: &[u8] = b"Conversation";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Capacity of the event buffer kept between events (see `next_event`).
+const MAX_KEPT_BUFFER: usize = 1 << 20;
 const DOCTYPE_REFUSED: &str = "DOCTYPE is not allowed (entity expansion / external entities)";
 
 /// Exporters differ on padding and wrap lines, so padding is optional and
@@ -59,6 +62,10 @@ pub struct IceReader<R: BufRead> {
     current: Option<(String, u64)>,
     /// Unknown elements open between the root and the next conversation.
     wrappers: u64,
+    /// Where each ImId sits in the current conversation's participants: a
+    /// room of 100,000 participants must not cost a search of the list per
+    /// participant and per message (quadratic time).
+    roster: Roster,
     buf: Vec<u8>,
 }
 
@@ -83,6 +90,7 @@ impl<R: BufRead> IceReader<R> {
             phase: Phase::Prolog,
             current: None,
             wrappers: 0,
+            roster: Roster::default(),
             buf: Vec::new(),
         }
     }
@@ -203,6 +211,7 @@ impl<R: BufRead> IceReader<R> {
         empty: bool,
     ) -> Result<Conversation, InputError> {
         let line = self.line_column(at).0;
+        self.roster.clear();
         let mut conv = self.conversation_head(tag, at, line)?;
         self.current = Some((conv.id.clone(), line));
         if !empty {
@@ -304,7 +313,7 @@ impl<R: BufRead> IceReader<R> {
     /// Adds a listed `<Participant>`; other elements inside `<Participants>`
     /// and participants without `ImId` (nothing refers to them) are ignored.
     fn participant(
-        &self,
+        &mut self,
         conv: &mut Conversation,
         tag: &BytesStart<'_>,
         at: u64,
@@ -316,7 +325,7 @@ impl<R: BufRead> IceReader<R> {
         let Some(im_id) = attrs.get_owned("ImId") else {
             return Ok(());
         };
-        add_listed(
+        self.roster.add_listed(
             conv,
             Participant {
                 im_id,
@@ -353,7 +362,7 @@ impl<R: BufRead> IceReader<R> {
             self.element_text()?
         };
         let im_id = attrs.get_owned("ImId").unwrap_or_default();
-        note_participants(conv, &im_id, &attrs);
+        self.roster.note_participants(conv, &im_id, &attrs);
         let kind = match kind {
             EventName::Message => EventKind::Message { text },
             EventName::Entered => EventKind::Entered,
@@ -422,6 +431,9 @@ impl<R: BufRead> IceReader<R> {
         loop {
             let (ev, at) = self.next_event()?;
             match ev {
+                // The first piece is moved, not copied: a message of
+                // hundreds of MB is usually one piece.
+                Ev::Text(piece) if text.is_empty() => text = piece,
                 Ev::Text(piece) => text.push_str(&piece),
                 Ev::Start(_) => self.skip_element()?,
                 Ev::End => return Ok(text),
@@ -459,7 +471,12 @@ impl<R: BufRead> IceReader<R> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let result = self.read_event(&mut buf, at);
-        self.buf = buf;
+        // The buffer is reused, but not after a huge event (a message of
+        // hundreds of MB): its capacity would stay allocated for the rest of
+        // the file, beside the mails being built from that message.
+        if buf.capacity() <= MAX_KEPT_BUFFER {
+            self.buf = buf;
+        }
         result.map(|ev| (ev, at))
     }
 
@@ -687,48 +704,68 @@ fn event_label(kind: EventName, attrs: &Attrs) -> String {
     }
 }
 
-/// A listed participant. A repeated `ImId` (or one already added from a
-/// message) is merged: listed details win, missing ones are kept.
-fn add_listed(conv: &mut Conversation, listed: Participant) {
-    match conv
-        .participants
-        .iter_mut()
-        .find(|p| p.im_id == listed.im_id)
-    {
-        Some(known) => {
-            known.name = listed.name.or(known.name.take());
-            known.company = listed.company.or(known.company.take());
-            known.email = listed.email.or(known.email.take());
-        }
-        None => conv.participants.push(listed),
-    }
+/// The participants of the conversation being read, indexed by ImId.
+#[derive(Default)]
+struct Roster {
+    /// ImId -> position in `Conversation::participants`.
+    index: HashMap<String, usize>,
 }
 
-/// Makes sure everyone who acts in or receives an event is a participant,
-/// and fills missing emails from `SenderEmail` / `RecipientEmail`, so that
-/// mapping to mailboxes can rely on `participants` alone.
-fn note_participants(conv: &mut Conversation, im_id: &str, attrs: &Attrs) {
-    involve(conv, im_id, attrs.get("SenderEmail"));
-    if let Some(recipient) = attrs.get("RecipientImId") {
-        involve(conv, recipient, attrs.get("RecipientEmail"));
+impl Roster {
+    /// Forgets the previous conversation.
+    fn clear(&mut self) {
+        self.index.clear();
     }
-}
 
-fn involve(conv: &mut Conversation, im_id: &str, email: Option<&str>) {
-    if im_id.is_empty() {
-        return;
-    }
-    match conv.participants.iter_mut().find(|p| p.im_id == im_id) {
-        Some(known) => {
-            if known.email.is_none() {
-                known.email = email.map(str::to_owned);
+    /// The participant with this ImId, or a new one (with only the ImId)
+    /// appended to the conversation's list.
+    fn entry<'c>(&mut self, conv: &'c mut Conversation, im_id: &str) -> &'c mut Participant {
+        let known = self.index.get(im_id).copied();
+        // The index only ever holds positions of pushed participants; should
+        // it not (a conversation swapped under the reader), the participant
+        // is added again rather than indexing out of bounds.
+        let position = match known.filter(|&i| i < conv.participants.len()) {
+            Some(position) => position,
+            None => {
+                conv.participants.push(Participant {
+                    im_id: im_id.to_owned(),
+                    ..Participant::default()
+                });
+                let position = conv.participants.len() - 1;
+                self.index.insert(im_id.to_owned(), position);
+                position
             }
+        };
+        &mut conv.participants[position]
+    }
+
+    /// A listed participant. A repeated `ImId` (or one already added from a
+    /// message) is merged: listed details win, missing ones are kept.
+    fn add_listed(&mut self, conv: &mut Conversation, listed: Participant) {
+        let known = self.entry(conv, &listed.im_id);
+        known.name = listed.name.or(known.name.take());
+        known.company = listed.company.or(known.company.take());
+        known.email = listed.email.or(known.email.take());
+    }
+
+    /// Makes sure everyone who acts in or receives an event is a participant,
+    /// and fills missing emails from `SenderEmail` / `RecipientEmail`, so that
+    /// mapping to mailboxes can rely on `participants` alone.
+    fn note_participants(&mut self, conv: &mut Conversation, im_id: &str, attrs: &Attrs) {
+        self.involve(conv, im_id, attrs.get("SenderEmail"));
+        if let Some(recipient) = attrs.get("RecipientImId") {
+            self.involve(conv, recipient, attrs.get("RecipientEmail"));
         }
-        None => conv.participants.push(Participant {
-            im_id: im_id.to_owned(),
-            email: email.map(str::to_owned),
-            ..Participant::default()
-        }),
+    }
+
+    fn involve(&mut self, conv: &mut Conversation, im_id: &str, email: Option<&str>) {
+        if im_id.is_empty() {
+            return;
+        }
+        let known = self.entry(conv, im_id);
+        if known.email.is_none() {
+            known.email = email.map(str::to_owned);
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! line and encoded by mail-builder, so nothing in a name, room or message can
 //! start a header of its own.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 
 use crate::model::{Conversation, Participant};
@@ -134,6 +135,31 @@ pub fn subject(conversation: &Conversation, source_label: &str, day: NaiveDate) 
     Text::new(format!("{}: {} ({day})", one_line(source_label), topic))
 }
 
+/// The mail date for a chat time: the same instant when a mail can state
+/// it, else the nearest one that can. RFC 5322 dates start in 1900 (section
+/// 3.3) and IMAP's INTERNALDATE has a four-digit year, so a time from bad
+/// input (year 1, year 20000) would give a Date header readers misread
+/// (year 0001 is read as 2001) and an APPEND the server refuses. The
+/// transcript keeps the time as the source gave it.
+pub fn mail_date(time: DateTime<Utc>) -> DateTime<Utc> {
+    let first = NaiveDate::from_ymd_opt(1900, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0));
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31).and_then(|d| d.and_hms_opt(23, 59, 59));
+    match (first, last) {
+        (Some(first), Some(last)) => time.clamp(first.and_utc(), last.and_utc()),
+        _ => time,
+    }
+}
+
+/// The `Date` header, written here rather than by mail-builder, whose
+/// formatting gives negative hours for instants before 1970.
+pub fn date(time: DateTime<Utc>) -> Raw<'static> {
+    Raw::new(
+        mail_date(time)
+            .format("%a, %d %b %Y %H:%M:%S +0000")
+            .to_string(),
+    )
+}
+
 /// A MIME type as given when it looks like one, else a safe default.
 pub fn content_type(given: Option<&str>) -> ContentType<'static> {
     let valid = |t: &str| {
@@ -194,6 +220,38 @@ mod tests {
         assert_eq!(
             address_or_placeholder(&p, "ice"),
             "j_doe__@ice-imid.invalid"
+        );
+    }
+
+    /// Found by `cargo fuzz run mail_builder` (tests/fuzz, input
+    /// `regressions/mail_builder/year-0-date.bin`): a message in year 0 gave
+    /// `Date: ... 0000`, which mail-parser reads as 2000; and mail-builder's
+    /// own formatting gives negative hours before 1970.
+    #[test]
+    fn fuzz_dates_a_mail_cannot_state_are_clamped() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("valid")
+                .with_timezone(&Utc)
+        };
+        let cases = [
+            ("2026-11-20T08:01:02Z", "Fri, 20 Nov 2026 08:01:02 +0000"),
+            ("1969-12-31T23:00:00Z", "Wed, 31 Dec 1969 23:00:00 +0000"),
+            ("1900-01-01T00:00:00Z", "Mon, 01 Jan 1900 00:00:00 +0000"),
+            ("0000-12-31T08:00:00Z", "Mon, 01 Jan 1900 00:00:00 +0000"),
+            (
+                "9999-12-31T23:59:59.999Z",
+                "Fri, 31 Dec 9999 23:59:59 +0000",
+            ),
+        ];
+        for (time, header) in cases {
+            assert_eq!(date(at(time)).raw, header, "{time}");
+        }
+        let far = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(date(far).raw, "Fri, 31 Dec 9999 23:59:59 +0000");
+        assert_eq!(
+            date(DateTime::<Utc>::MIN_UTC).raw,
+            "Mon, 01 Jan 1900 00:00:00 +0000"
         );
     }
 

@@ -5,6 +5,7 @@ mod headers;
 mod transcript;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use mail_builder::encoders::base64::base64_encode_mime;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{ConnectorConfig, Granularity};
 use crate::error::{Error, Result};
-use crate::model::{ChatEvent, Conversation, EventKind, Participant};
+use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
 
 pub use headers::{address_or_placeholder, is_plausible_address, one_line};
 
@@ -169,6 +170,8 @@ fn build_one(
         .map(|e| e.time)
         .or(conversation.start)
         .unwrap_or_else(|| slice.day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    // The Date header and the IMAP INTERNALDATE can only state 1900..=9999.
+    let internal_date = headers::mail_date(internal_date);
     let transcript = transcript::Transcript {
         conversation,
         events: &slice.events,
@@ -217,6 +220,32 @@ fn build_one(
     })
 }
 
+/// A file transfer as an attachment, byte for byte. mail-builder writes a
+/// `text/*` part unencoded (7bit) when its lines look fine, yet passes a lone
+/// CR or a NUL through, which break the mail's line framing (RFC 5322
+/// section 2.3) and which mail servers reject or rewrite. Such a file is
+/// base64-encoded here instead; every other file is left to mail-builder.
+fn file_part(file: &FileTransfer) -> std::io::Result<MimePart<'_>> {
+    let content_type = headers::content_type(file.content_type.as_deref());
+    let name = headers::file_name(&file.file_name);
+    let content = file.content.as_slice();
+    let breaks_framing = || {
+        content.contains(&0)
+            || content
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\r' && content.get(i + 1) != Some(&b'\n'))
+    };
+    if content_type.is_text() && breaks_framing() {
+        let mut encoded = Vec::with_capacity(content.len() / 3 * 4 + content.len() / 57 * 2 + 8);
+        base64_encode_mime(content, &mut encoded, false)?;
+        return Ok(MimePart::new(content_type, encoded)
+            .transfer_encoding("base64")
+            .attachment(name));
+    }
+    Ok(MimePart::new(content_type, content).attachment(name))
+}
+
 fn render(
     conversation: &Conversation,
     config: &ConnectorConfig,
@@ -251,7 +280,7 @@ fn render(
             &config.source_label,
             slice.day,
         ))
-        .date(internal_date.timestamp())
+        .header("Date", headers::date(internal_date))
         .header("X-Chat-Source", Text::new(one_line(&config.source_label)))
         .header(
             "X-Chat-Conversation-Id",
@@ -281,6 +310,24 @@ fn render(
     // chat always renders to the same bytes (a replayed convert rewrites
     // nothing), and no chat text can carry its own mail's boundary.
     let (text, html) = (transcript.text(), transcript.html());
+    // Room for the whole mail up front: grown by doubling, a mail of
+    // hundreds of MB (one huge message) would be copied and held twice over.
+    // Unused capacity is never touched, so it costs no memory. Encoded bodies
+    // grow by at most 4/3 plus line ends (base64; quoted-printable is only
+    // chosen when shorter), headers by a few hundred bytes a participant.
+    let attached: usize = slice
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::FileTransfer(file) => Some(file.content.len()),
+            _ => None,
+        })
+        .sum();
+    let estimate = (text.len() + html.len() + attached + conversation.original_xml.len())
+        .saturating_mul(7)
+        / 5
+        + conversation.participants.len().saturating_mul(512)
+        + 64 * 1024;
     let mut digest = Sha256::new();
     digest.update(message_id.as_bytes());
     digest.update(text.as_bytes());
@@ -289,13 +336,7 @@ fn render(
     for event in &slice.events {
         if let EventKind::FileTransfer(file) = &event.kind {
             digest.update(&file.content);
-            attachments.push(
-                MimePart::new(
-                    headers::content_type(file.content_type.as_deref()),
-                    file.content.as_slice(),
-                )
-                .attachment(headers::file_name(&file.file_name)),
-            );
+            attachments.push(file_part(file)?);
         }
     }
     let (original_name, original_type) = conversation
@@ -321,5 +362,68 @@ fn render(
             .attribute("boundary", format!("chat-archive-{digest}-m")),
         attachments,
     ));
-    builder.write_to_vec()
+    let mut raw = Vec::with_capacity(estimate);
+    builder.write_to(&mut raw)?;
+    Ok(raw)
+}
+
+/// Inputs found by the fuzz targets in `tests/fuzz` (see docs/fuzzing.md).
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+    use crate::formats::ice::IceReader;
+
+    fn mails_of(xml: &str) -> Vec<BuiltMail> {
+        let conversation = IceReader::new(xml.as_bytes(), "fuzz.xml")
+            .next()
+            .expect("a conversation")
+            .expect("valid");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        build_mails(
+            &conversation,
+            &ConnectorConfig::ice(),
+            &Lineage::default(),
+            day,
+        )
+        .expect("built")
+    }
+
+    /// `mail_builder` target, `regressions/mail_builder/year-0-date.bin`:
+    /// chat times a Date header cannot state (before 1900: year 0001 was
+    /// written `0001` and read back as 2001) or that mail-builder formats
+    /// wrongly (before 1970: negative hours) give a clamped, readable date.
+    #[test]
+    fn dates_before_1970_and_before_1900_are_readable() {
+        let xml = |time: &str| {
+            format!(
+                "<IceChatExport><Conversation Id=\"c\"><Message ImId=\"a\" Timestamp=\"{time}\">x</Message></Conversation></IceChatExport>"
+            )
+        };
+        for (time, want) in [
+            ("1969-07-20T20:17:40Z", (1969, 7, 20, 20, 17, 40)),
+            ("0001-01-01T00:00:00Z", (1900, 1, 1, 0, 0, 0)),
+        ] {
+            let mails = mails_of(&xml(time));
+            let message = mail_parser::MessageParser::default()
+                .parse(&mails[0].raw)
+                .expect("parsed");
+            let date = message.date().expect("a Date header");
+            let got = (
+                date.year,
+                date.month,
+                date.day,
+                date.hour,
+                date.minute,
+                date.second,
+            );
+            assert_eq!(got, want, "{time}");
+            let internal = mails[0].sidecar.internal_date.format("%Y").to_string();
+            assert_eq!(internal, want.0.to_string(), "{time}");
+            let transcript = String::from_utf8_lossy(&mails[0].raw).into_owned();
+            assert!(
+                transcript.contains(&time[..10]),
+                "the transcript keeps {time}"
+            );
+        }
+    }
 }
