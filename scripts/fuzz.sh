@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target of tests/fuzz (see docs/fuzzing.md):
-#   scripts/fuzz.sh TARGET [SECONDS]      (default 600 s)
+#   scripts/fuzz.sh TARGET [SECONDS [LIBFUZZER_OPTION...]]   (default 600 s)
 # Targets: ice_parser, xip_reader, mapping_csv, mail_builder.
 # One fuzzer process (-jobs=1 -workers=1): the machines are shared.
 # cargo-fuzz needs nightly-only rustc flags; on a stable toolchain
@@ -9,8 +9,9 @@
 # committed seeds and the inputs that once found bugs are read too.
 set -euo pipefail
 
-target=${1:?usage: scripts/fuzz.sh TARGET [SECONDS]}
+target=${1:?usage: scripts/fuzz.sh TARGET [SECONDS [LIBFUZZER_OPTION...]]}
 seconds=${2:-600}
+shift $(($# < 2 ? $# : 2))
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz=$root/tests/fuzz
 
@@ -26,6 +27,7 @@ esac
 
 args=(-max_total_time="$seconds" -jobs=1 -workers=1 -rss_limit_mb=2048
     -max_len="$max_len" -timeout=60 -print_final_stats=1)
+args+=("$@")
 if [ -f "$fuzz/dicts/$target.dict" ]; then
     args+=(-dict="$fuzz/dicts/$target.dict")
 fi
