@@ -17,7 +17,8 @@ use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::function::{Function, Response};
 use chat_archive_core::ports::{ByteStream, Metadata, ObjectStore};
 use chat_archive_core::status::DayStatus;
-use integration_tests::local::{Firm, FIRM_PASSPHRASE, FIRM_UID, SIGNER_UID};
+use integration_tests::lambda_chain::{firm_secret, take_events};
+use integration_tests::local::{Firm, FIRM_PASSPHRASE};
 use integration_tests::moto::{self, Moto};
 use integration_tests::process::wait_for_port;
 use serde_json::{json, Value};
@@ -60,28 +61,6 @@ out(key)
     out.as_str().expect("KMS key ARN").to_string()
 }
 
-/// The S3 events waiting in a stage's queue (taken off it), in order.
-fn take_events(moto: &Moto, queue: &str) -> Vec<Value> {
-    let out = moto.boto(
-        r#"
-url = sqs.get_queue_url(QueueName=arg)["QueueUrl"]
-events = []
-while True:
-    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-    if not got:
-        break
-    for m in got:
-        body = json.loads(m["Body"])
-        if body.get("Event") != "s3:TestEvent":
-            events.append(body)
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-out(events)
-"#,
-        json!(queue),
-    );
-    out.as_array().cloned().unwrap_or_default()
-}
-
 /// Every version and delete marker in the bucket: (key, version id, ETag).
 fn versions(moto: &Moto) -> Vec<(String, String, String)> {
     let out = moto.boto(
@@ -104,15 +83,6 @@ fn put_secret(moto: &Moto, fields: &Value) {
         r#"sm.create_secret(Name=arg["name"], SecretString=json.dumps(arg["fields"]))"#,
         json!({"name": SECRET, "fields": fields}),
     );
-}
-
-fn firm_secret(firm: &Firm) -> Value {
-    json!({
-        "firm_code": "ACME",
-        "pgp_private_key": firm.gpg.export_secret(FIRM_UID, FIRM_PASSPHRASE),
-        "pgp_passphrase": FIRM_PASSPHRASE,
-        "signer_public_key": firm.gpg.export_public(SIGNER_UID),
-    })
 }
 
 /// The function settings as the template sets them, pointed at moto.
