@@ -317,6 +317,20 @@ impl ObjectStore for HookStore {
         (self.hook)(Call::Delete(key));
         self.inner.delete(key).await
     }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        (self.hook)(Call::Get(key));
+        self.inner.get_versioned(key).await
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+        expected: Option<&str>,
+    ) -> Result<bool> {
+        (self.hook)(Call::Put(key));
+        self.inner.put_if(key, bytes, metadata, expected).await
+    }
 }
 
 /// Runs `fault` once, at the `nth` (1-based) call that `matches`.

@@ -747,6 +747,18 @@ impl ObjectStore for GateStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
     }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        self.inner.get_versioned(key).await
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+        expected: Option<&str>,
+    ) -> Result<bool> {
+        self.inner.put_if(key, bytes, metadata, expected).await
+    }
 }
 
 /// Starts a fetch whose first raw transfer stops after `pass` bytes; returns

@@ -200,7 +200,7 @@ async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
     show::summary(layout, &summary);
     if !summary.quarantined.is_empty() {
         bail!(
-            "{} file(s) quarantined; see the status log",
+            "{} quarantined (whole files or single conversations); see the status log",
             summary.quarantined.len()
         );
     }

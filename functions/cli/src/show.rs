@@ -40,6 +40,22 @@ pub fn print_day(day: &DayStatus) {
         day.failed,
         day.pending
     );
+    let e = &day.events;
+    println!(
+        "  events received {} | delivered {} | already delivered {} | quarantined {}",
+        e.received, e.delivered, e.already_delivered, e.quarantined
+    );
+    for source in &day.sources {
+        println!(
+            "  from {}: {} item(s), {} event(s) ({} new, {} already delivered, {} quarantined)",
+            source.key,
+            source.items,
+            source.events.received,
+            source.events.delivered,
+            source.events.already_delivered,
+            source.events.quarantined
+        );
+    }
     for note in &day.notes {
         println!("  {note}");
     }

@@ -174,7 +174,7 @@ pub async fn invoke_s3(
                 response.written.extend(outcome.sidecars);
                 response
                     .quarantined
-                    .extend(outcome.quarantined.map(|(key, _)| key));
+                    .extend(outcome.quarantined.into_iter().map(|(key, _)| key));
             }
             StageResult::Imported(record) => {
                 response.days.insert(record.day.clone());

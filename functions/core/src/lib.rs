@@ -21,6 +21,7 @@ pub mod events;
 pub mod formats;
 pub mod function;
 pub mod keys;
+pub mod ledger;
 pub mod mail;
 pub mod mapping;
 pub mod model;

@@ -258,9 +258,7 @@ impl Pipeline {
                     }
                     StageResult::Converted(outcome) => {
                         touched.insert((self.ctx.config.for_key(&key).name, outcome.day.clone()));
-                        if let Some((_, error)) = outcome.quarantined {
-                            summary.quarantined.push((key.clone(), error));
-                        }
+                        summary.quarantined.extend(outcome.quarantined);
                         summary.mails += outcome.sidecars.len();
                         // Reverse so that the pop order is the file order.
                         queue.extend(outcome.sidecars.into_iter().rev());

@@ -135,15 +135,41 @@ impl ItemRecord {
     }
 }
 
-/// One source file as seen by the convert stage.
+/// One source file's share of one day, as seen by the convert stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRecord {
     pub key: String,
     pub sha256: String,
-    /// Items (mails) the file yielded.
+    /// Items (mails, continuations included) that carry this file's events.
     pub items: u64,
+    #[serde(default)]
+    pub events: EventCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// Chat events of a file or a day: every event received is delivered (in a
+/// mail built from this file), already delivered (an earlier file brought
+/// it: a duplicate) or quarantined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    pub received: u64,
+    pub delivered: u64,
+    pub already_delivered: u64,
+    pub quarantined: u64,
+}
+
+impl EventCounts {
+    pub fn add(&mut self, other: &EventCounts) {
+        self.received += other.received;
+        self.delivered += other.delivered;
+        self.already_delivered += other.already_delivered;
+        self.quarantined += other.quarantined;
+    }
+
+    pub fn add_up(&self) -> bool {
+        self.received == self.delivered + self.already_delivered + self.quarantined
+    }
 }
 
 /// A row of the failure list.
@@ -166,6 +192,9 @@ pub struct DayStatus {
     pub skipped_duplicates: u64,
     pub failed: u64,
     pub pending: u64,
+    /// The chat events of the day's files (see [`EventCounts`]).
+    #[serde(default)]
+    pub events: EventCounts,
     pub failures: Vec<FailureRow>,
     /// Participants left out of items that were imported for others.
     pub unmapped_participants: Vec<FailureRow>,
@@ -182,6 +211,7 @@ impl DayStatus {
                 + self.skipped_duplicates
                 + self.failed
                 + self.pending
+            && self.events.add_up()
     }
 
     pub fn from_records(
@@ -190,10 +220,15 @@ impl DayStatus {
         items: &[ItemRecord],
         sources: Vec<SourceRecord>,
     ) -> Self {
+        let mut events = EventCounts::default();
+        for source in &sources {
+            events.add(&source.events);
+        }
         let mut status = DayStatus {
             connector: connector.into(),
             day: day.into(),
             sources,
+            events,
             ..Default::default()
         };
         for item in items {
@@ -268,6 +303,10 @@ impl DayStatus {
             ("skipped_duplicates", self.skipped_duplicates),
             ("failed", self.failed),
             ("pending", self.pending),
+            ("events_received", self.events.received),
+            ("events_delivered", self.events.delivered),
+            ("events_already_delivered", self.events.already_delivered),
+            ("events_quarantined", self.events.quarantined),
         ];
         for (name, count) in counts {
             let count = count.to_string();
@@ -295,6 +334,33 @@ impl DayStatus {
                     "",
                     note,
                     "",
+                ])
+                .map_err(csv_err)?;
+        }
+        for source in &self.sources {
+            let e = &source.events;
+            let summary = format!(
+                "events received {}, delivered {}, already delivered {}, quarantined {}{}",
+                e.received,
+                e.delivered,
+                e.already_delivered,
+                e.quarantined,
+                source
+                    .problem
+                    .as_deref()
+                    .map(|p| format!("; {p}"))
+                    .unwrap_or_default()
+            );
+            writer
+                .write_record([
+                    self.connector.as_str(),
+                    &self.day,
+                    "source_file",
+                    &source.key,
+                    "",
+                    "",
+                    &summary,
+                    &source.items.to_string(),
                 ])
                 .map_err(csv_err)?;
         }

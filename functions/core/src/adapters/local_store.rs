@@ -2,7 +2,14 @@
 //!
 //! `ROOT/KEY` holds the body, `ROOT/.meta/KEY.json` its size, digest and
 //! metadata. Writes go to `ROOT/.tmp/` first and are renamed into place, so a
-//! reader never sees half an object.
+//! reader never sees half an object. An object placed by hand (no metadata)
+//! gets its metadata computed on first read.
+//!
+//! Like a versioned S3 bucket, the store keeps what an evidence object
+//! (`raw/`, `plain/`, `mail/`, `quarantine/`) held before a write with
+//! other content, under `ROOT/.versions/KEY/<sha256>`. Conditional writes
+//! ([`ObjectStore::put_if`]) take an advisory file lock under `ROOT/.locks/`,
+//! so they are atomic across processes sharing the directory.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +23,11 @@ use crate::ports::{ByteStream, Metadata, ObjectInfo, ObjectStore};
 
 const META_DIR: &str = ".meta";
 const TMP_DIR: &str = ".tmp";
+const VERSIONS_DIR: &str = ".versions";
+const LOCKS_DIR: &str = ".locks";
+const RESERVED: [&str; 4] = [META_DIR, TMP_DIR, VERSIONS_DIR, LOCKS_DIR];
+/// Prefixes whose earlier contents are kept when overwritten.
+const EVIDENCE: [&str; 4] = ["raw/", "plain/", "mail/", "quarantine/"];
 const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
@@ -57,17 +69,110 @@ impl LocalStore {
         {
             return Ok(None);
         }
-        let meta = tokio::fs::read(self.meta_path(key))
-            .await
-            .map_err(|e| Error::store(key, format!("metadata unreadable: {e}")))?;
-        let meta: StoredMeta = serde_json::from_slice(&meta)
-            .map_err(|e| Error::store(key, format!("metadata corrupt: {e}")))?;
+        let meta = match tokio::fs::read(self.meta_path(key)).await {
+            Ok(meta) => serde_json::from_slice(&meta)
+                .map_err(|e| Error::store(key, format!("metadata corrupt: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.describe_placed_by_hand(key, &body).await?
+            }
+            Err(e) => return Err(Error::store(key, format!("metadata unreadable: {e}"))),
+        };
         Ok(Some(ObjectInfo {
             key: key.to_string(),
             size: meta.size,
             sha256: meta.sha256,
             metadata: meta.metadata,
         }))
+    }
+
+    /// Metadata for a body that was put there by hand (a mapping CSV copied
+    /// into `config/`, say): size and digest computed and recorded now.
+    async fn describe_placed_by_hand(&self, key: &str, body: &Path) -> Result<StoredMeta> {
+        let mut file = tokio::fs::File::open(body)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::store(key, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        let meta = StoredMeta {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+            metadata: Metadata::new(),
+        };
+        self.write_meta(key, &meta).await?;
+        tracing::info!(key, size, "object placed by hand: metadata computed");
+        Ok(meta)
+    }
+
+    async fn write_meta(&self, key: &str, meta: &StoredMeta) -> Result<()> {
+        let meta_path = self.meta_path(key);
+        if let Some(dir) = meta_path.parent() {
+            create_dir_all(dir).await?;
+        }
+        let tmp_dir = self.root.join(TMP_DIR);
+        create_dir_all(&tmp_dir).await?;
+        let meta_tmp = tmp_dir.join(format!("{}.meta", hex::encode(rand::random::<[u8; 8]>())));
+        let json = serde_json::to_vec(meta).map_err(|e| Error::store(key, e))?;
+        tokio::fs::write(&meta_tmp, json)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        tokio::fs::rename(&meta_tmp, &meta_path)
+            .await
+            .map_err(|e| Error::store(key, e))
+    }
+
+    /// Moves the current body and metadata of an evidence object aside
+    /// before it is replaced by different content.
+    async fn keep_version(&self, key: &str, new_sha256: &str) -> Result<()> {
+        if !EVIDENCE.iter().any(|p| key.starts_with(p)) {
+            return Ok(());
+        }
+        let Some(old) = self.read_meta(key).await? else {
+            return Ok(());
+        };
+        if old.sha256 == new_sha256 {
+            return Ok(());
+        }
+        let dir = self.root.join(VERSIONS_DIR).join(key);
+        create_dir_all(&dir).await?;
+        let kept = dir.join(&old.sha256);
+        tokio::fs::rename(self.path_of(key)?, &kept)
+            .await
+            .map_err(|e| Error::store(key, e))?;
+        let _ = tokio::fs::rename(self.meta_path(key), kept.with_extension("json")).await;
+        tracing::warn!(key, old_sha256 = %old.sha256, new_sha256, "evidence object replaced: earlier version kept");
+        Ok(())
+    }
+
+    /// An exclusive lock on `key` across processes, held while the file lives.
+    async fn lock(&self, key: &str) -> Result<std::fs::File> {
+        let dir = self.root.join(LOCKS_DIR);
+        create_dir_all(&dir).await?;
+        let path = dir.join(hex::encode(Sha256::digest(key.as_bytes())));
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| Error::store(&key, e))?
+        .map_err(|e| Error::store(&key, format!("locking: {e}")))
     }
 
     async fn write_temp(&self, key: &str, mut body: ByteStream) -> Result<(PathBuf, u64, String)> {
@@ -120,7 +225,7 @@ fn check_key(key: &str) -> Result<()> {
         || key.contains('\0')
         || key
             .split('/')
-            .any(|s| s.is_empty() || s == "." || s == ".." || s == META_DIR || s == TMP_DIR);
+            .any(|s| s.is_empty() || s == "." || s == ".." || RESERVED.contains(&s));
     if bad {
         return Err(Error::store(key, "invalid object key"));
     }
@@ -152,18 +257,11 @@ impl ObjectStore for LocalStore {
             sha256: sha256.clone(),
             metadata: metadata.clone(),
         };
-        let meta_path = self.meta_path(key);
-        for dir in [target.parent(), meta_path.parent()].into_iter().flatten() {
+        if let Some(dir) = target.parent() {
             create_dir_all(dir).await?;
         }
-        let meta_json = serde_json::to_vec(&meta).map_err(|e| Error::store(key, e))?;
-        let meta_tmp = tmp.with_extension("meta");
-        tokio::fs::write(&meta_tmp, meta_json)
-            .await
-            .map_err(|e| Error::store(key, e))?;
-        tokio::fs::rename(&meta_tmp, &meta_path)
-            .await
-            .map_err(|e| Error::store(key, e))?;
+        self.keep_version(key, &sha256).await?;
+        self.write_meta(key, &meta).await?;
         tokio::fs::rename(&tmp, &target)
             .await
             .map_err(|e| Error::store(key, e))?;
@@ -181,6 +279,36 @@ impl ObjectStore for LocalStore {
         tokio::task::spawn_blocking(move || list_sync(&root, &prefix))
             .await
             .map_err(|e| Error::store("", e))?
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        // The version is the digest of the bytes read, so the two always agree
+        // even when another writer renames a new body in between.
+        let path = self.path_of(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                let version = hex::encode(Sha256::digest(&bytes));
+                Ok(Some((bytes, version)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::store(key, e)),
+        }
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+        expected: Option<&str>,
+    ) -> Result<bool> {
+        let _held = self.lock(key).await?;
+        let current = self.get_versioned(key).await?.map(|(_, version)| version);
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        self.put_bytes(key, bytes, metadata).await?;
+        Ok(true)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -214,7 +342,7 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<String>> {
                 continue;
             };
             let key = rel.to_string_lossy().replace('\\', "/");
-            if key.starts_with(META_DIR) || key.starts_with(TMP_DIR) {
+            if RESERVED.iter().any(|r| key.starts_with(r)) {
                 continue;
             }
             if path.is_dir() {

@@ -230,26 +230,7 @@ impl S3Store {
             tracing::debug!(key, "object unchanged: nothing written");
             return Ok(info);
         }
-        let mut s3_metadata = encode_metadata(key, metadata)?;
-        s3_metadata.insert(SHA256_KEY.to_string(), sha256.clone());
-        let checksum = base64_of_hex(&sha256);
-        let request = self
-            .client
-            .put_object()
-            .bucket(self.bucket())
-            .key(key)
-            .set_metadata(Some(s3_metadata))
-            .checksum_sha256(checksum)
-            .content_length(size as i64)
-            .body(S3Body::from(bytes));
-        let request = match &self.settings.kms_key_id {
-            Some(kms) => request
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(kms)
-                .bucket_key_enabled(true),
-            None => request,
-        };
-        request
+        self.put_object(key, bytes, &sha256, metadata)?
             .send()
             .await
             .map_err(|e| s3_error(key, "PutObject", e))?;
@@ -259,6 +240,35 @@ impl S3Store {
             size,
             sha256,
             metadata: metadata.clone(),
+        })
+    }
+
+    /// A PutObject request with the digest, checksum and encryption every
+    /// single-part write carries.
+    fn put_object(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        sha256: &str,
+        metadata: &Metadata,
+    ) -> Result<aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder> {
+        let mut s3_metadata = encode_metadata(key, metadata)?;
+        s3_metadata.insert(SHA256_KEY.to_string(), sha256.to_string());
+        let request = self
+            .client
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .set_metadata(Some(s3_metadata))
+            .checksum_sha256(base64_of_hex(sha256))
+            .content_length(bytes.len() as i64)
+            .body(S3Body::from(bytes));
+        Ok(match &self.settings.kms_key_id {
+            Some(kms) => request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms)
+                .bucket_key_enabled(true),
+            None => request,
         })
     }
 
@@ -629,6 +639,60 @@ impl ObjectStore for S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(s3_error(key, "GetObject", e)),
+        };
+        let etag = output
+            .e_tag()
+            .ok_or_else(|| Error::store(key, "GetObject returned no ETag"))?
+            .to_string();
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::store(key, format!("reading: {e}")))?
+            .into_bytes()
+            .to_vec();
+        Ok(Some((bytes, etag)))
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+        expected: Option<&str>,
+    ) -> Result<bool> {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let request = self.put_object(key, bytes, &sha256, metadata)?;
+        let request = match expected {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(_) => {
+                self.commits.fetch_add(1, Ordering::SeqCst);
+                Ok(true)
+            }
+            // 412: the object is no longer at `expected`; 409: a concurrent
+            // conditional write to the same key is in flight.
+            Err(SdkError::ServiceError(e)) if matches!(e.raw().status().as_u16(), 409 | 412) => {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error(key, "PutObject (conditional)", e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -46,12 +46,78 @@ pub struct ExportHeader {
     pub version: Option<String>,
 }
 
+/// Why a conversation or the file could not be read.
+///
+/// A fault inside one conversation (invalid UTF-8, a bad timestamp, a missing
+/// id, bad base64) spoils that conversation alone: the reader skips to its end
+/// tag and goes on with the next one. A break of the XML syntax itself, or
+/// the end of the file inside an element, leaves no end tag to find: the rest
+/// of the file cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    Conversation(Box<BadConversation>),
+    File(InputError),
+}
+
+/// A conversation that could not be read, with its raw bytes for quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadConversation {
+    pub error: InputError,
+    /// The conversation's `Id`, when it could be read.
+    pub id: Option<String>,
+    /// 1-based line of its start tag.
+    pub line: u64,
+    /// The conversation element as it is in the file, start to end tag.
+    pub raw: Vec<u8>,
+    /// Chat event elements in it, all of which go to quarantine with it.
+    pub events: u64,
+}
+
+impl ReadError {
+    pub fn input(&self) -> &InputError {
+        match self {
+            ReadError::Conversation(bad) => &bad.error,
+            ReadError::File(error) => error,
+        }
+    }
+}
+
+impl std::ops::Deref for ReadError {
+    type Target = InputError;
+    fn deref(&self) -> &InputError {
+        self.input()
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.input().fmt(f)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<ReadError> for InputError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Conversation(bad) => bad.error,
+            ReadError::File(error) => error,
+        }
+    }
+}
+
+impl From<ReadError> for crate::Error {
+    fn from(error: ReadError) -> Self {
+        crate::Error::Input(error.into())
+    }
+}
+
 /// Iterator over the conversations of one ICE Chat export file.
 ///
-/// Yields conversations in document order. After the first error it yields
-/// the error once and then `None` (it is fused): an export with bad input is
-/// quarantined as a whole, but conversations read before the error are
-/// still handed out first.
+/// Yields conversations in document order. A bad conversation is yielded as
+/// [`ReadError::Conversation`] and reading goes on after it; after a
+/// [`ReadError::File`] the iterator yields `None` (it is fused), and what was
+/// read before it has been handed out.
 pub struct IceReader<R: BufRead> {
     xml: Reader<Recorder<R>>,
     file: String,
@@ -67,6 +133,10 @@ pub struct IceReader<R: BufRead> {
     /// participant and per message (quadratic time).
     roster: Roster,
     buf: Vec<u8>,
+    /// Elements open at the current position (the root counts one).
+    depth: u64,
+    /// Set when the XML itself broke: no resynchronising after that.
+    broken: std::cell::Cell<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +162,8 @@ impl<R: BufRead> IceReader<R> {
             wrappers: 0,
             roster: Roster::default(),
             buf: Vec::new(),
+            depth: 0,
+            broken: std::cell::Cell::new(false),
         }
     }
 
@@ -101,12 +173,12 @@ impl<R: BufRead> IceReader<R> {
         self.header.as_ref()
     }
 
-    fn advance(&mut self) -> Result<Option<Conversation>, InputError> {
+    fn advance(&mut self) -> Result<Option<Conversation>, ReadError> {
         if self.phase == Phase::Prolog {
-            self.read_prolog()?;
+            self.read_prolog().map_err(ReadError::File)?;
         }
         while self.phase == Phase::Root {
-            let (ev, at) = self.next_event()?;
+            let (ev, at) = self.next_event().map_err(ReadError::File)?;
             match ev {
                 Ev::Start(tag) if is_conversation(&tag) => {
                     return self.read_conversation(&tag, at, false).map(Some)
@@ -120,12 +192,12 @@ impl<R: BufRead> IceReader<R> {
                 Ev::Start(_) => self.wrappers += 1,
                 Ev::End if self.wrappers > 0 => self.wrappers -= 1,
                 Ev::End => self.phase = Phase::Epilogue,
-                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Eof => return Err(ReadError::File(self.eof_error(at))),
                 Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
             }
         }
         if self.phase == Phase::Epilogue {
-            self.read_epilogue()?;
+            self.read_epilogue().map_err(ReadError::File)?;
         }
         Ok(None)
     }
@@ -198,10 +270,56 @@ impl<R: BufRead> IceReader<R> {
         tag: &BytesStart<'_>,
         at: u64,
         empty: bool,
-    ) -> Result<Conversation, InputError> {
+    ) -> Result<Conversation, ReadError> {
+        // Depth inside this conversation's element: its end tag brings the
+        // depth back below this.
+        let inside = self.depth;
+        let line = self.line_column(at).0;
+        let id = self
+            .attributes(tag, at)
+            .ok()
+            .and_then(|a| a.get_owned("Id"));
+        self.current = Some((id.clone().unwrap_or_default(), line));
         let result = self.conversation(tag, at, empty);
+        let result = match result {
+            Ok(conversation) => Ok(conversation),
+            Err(error) if self.broken.get() => Err(ReadError::File(error)),
+            Err(error) => {
+                let inside = if empty { 0 } else { inside };
+                self.resynchronise(error, id, line, at, inside)
+            }
+        };
         self.current = None;
         result
+    }
+
+    /// Skips the rest of a bad conversation, up to its end tag, keeping its
+    /// bytes. Further faults of the same kind inside it change nothing; a
+    /// break of the XML makes the file unreadable from here.
+    fn resynchronise(
+        &mut self,
+        error: InputError,
+        id: Option<String>,
+        line: u64,
+        at: u64,
+        inside: u64,
+    ) -> Result<Conversation, ReadError> {
+        while inside > 0 && self.depth >= inside {
+            if let Err(fatal) = self.next_event() {
+                if self.broken.get() {
+                    return Err(ReadError::File(fatal));
+                }
+            }
+        }
+        let end = self.xml.buffer_position();
+        let raw = self.xml.get_ref().slice(at, end).to_vec();
+        Err(ReadError::Conversation(Box::new(BadConversation {
+            events: count_event_tags(&raw),
+            error,
+            id,
+            line,
+            raw,
+        })))
     }
 
     fn conversation(
@@ -213,7 +331,6 @@ impl<R: BufRead> IceReader<R> {
         let line = self.line_column(at).0;
         self.roster.clear();
         let mut conv = self.conversation_head(tag, at, line)?;
-        self.current = Some((conv.id.clone(), line));
         if !empty {
             self.conversation_body(&mut conv, true)?;
         }
@@ -485,6 +602,11 @@ impl<R: BufRead> IceReader<R> {
             .xml
             .read_event_into(buf)
             .map_err(|e| self.xml_error(&e))?;
+        match event {
+            Event::Start(_) => self.depth += 1,
+            Event::End(_) => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
         self.check_utf8(at)?;
         match event {
             Event::Start(tag) => Ok(Ev::Start(tag.into_owned())),
@@ -578,6 +700,7 @@ impl<R: BufRead> IceReader<R> {
     }
 
     fn xml_error(&self, error: &quick_xml::Error) -> InputError {
+        self.broken.set(true);
         let reason = match error {
             quick_xml::Error::Io(e) => format!("read error: {e}"),
             other => format!("malformed XML: {other}"),
@@ -586,6 +709,7 @@ impl<R: BufRead> IceReader<R> {
     }
 
     fn eof_error(&self, at: u64) -> InputError {
+        self.broken.set(true);
         let reason = match &self.current {
             Some((id, line)) => format!(
                 "unexpected end of file inside <Conversation Id=\"{id}\"> (opened at line {line})"
@@ -610,7 +734,7 @@ impl<R: BufRead> IceReader<R> {
 }
 
 impl<R: BufRead> Iterator for IceReader<R> {
-    type Item = Result<Conversation, InputError>;
+    type Item = Result<Conversation, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.phase == Phase::Done {
@@ -622,6 +746,7 @@ impl<R: BufRead> Iterator for IceReader<R> {
                 self.phase = Phase::Done;
                 None
             }
+            Err(error @ ReadError::Conversation(_)) => Some(Err(error)),
             Err(error) => {
                 self.phase = Phase::Done;
                 Some(Err(error))
@@ -767,6 +892,25 @@ impl Roster {
             known.email = email.map(str::to_owned);
         }
     }
+}
+
+/// Chat event elements in the raw bytes of a conversation (a count for the
+/// status log when the conversation itself could not be read).
+fn count_event_tags(raw: &[u8]) -> u64 {
+    let mut count = 0;
+    for (i, _) in raw.iter().enumerate().filter(|(_, &b)| b == b'<') {
+        let rest = &raw[i + 1..];
+        let name_len = rest
+            .iter()
+            .position(|b| !b.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        let after = rest.get(name_len).copied();
+        let ends_name = matches!(after, Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'));
+        if ends_name && EventName::from_tag(&rest[..name_len]).is_some() {
+            count += 1;
+        }
+    }
+    count
 }
 
 fn is_conversation(tag: &BytesStart<'_>) -> bool {
@@ -989,7 +1133,79 @@ mod tests {
     const SAMPLE: &str = include_str!("../../../../examples/ice/sample-export.xml");
 
     fn read_all(xml: &str) -> Vec<Result<Conversation, InputError>> {
-        IceReader::new(xml.as_bytes(), "test.xml").collect()
+        IceReader::new(xml.as_bytes(), "test.xml")
+            .map(|r| r.map_err(InputError::from))
+            .collect()
+    }
+
+    #[test]
+    fn a_bad_conversation_is_skipped_whole_and_the_next_ones_are_read() {
+        let bad_utf8 =
+            "<Conversation Id=\"c2\"><Participants><Participant ImId=\"a\"/></Participants>\
+            <Message ImId=\"a\" Timestamp=\"2026-11-20T09:00:00Z\">caf\u{FFFD}</Message>\
+            <Message ImId=\"a\" Timestamp=\"2026-11-20T09:00:01Z\">more</Message></Conversation>";
+        let good = |id: &str| {
+            format!("<Conversation Id=\"{id}\"><Message ImId=\"a\" Timestamp=\"2026-11-20T09:00:00Z\">hi</Message></Conversation>")
+        };
+        let bad_time = "<Conversation Id=\"c4\"><Events><Message ImId=\"a\" Timestamp=\"yesterday\">x</Message>\
+            <Left ImId=\"a\" Timestamp=\"2026-11-20T09:00:00Z\"/></Events></Conversation>";
+        let no_id = "<Conversation><Message ImId=\"a\" Timestamp=\"2026-11-20T09:00:00Z\">x</Message></Conversation>";
+        let xml = export(&format!(
+            "{}\n{bad_utf8}\n{}\n{bad_time}\n{no_id}\n{}",
+            good("c1"),
+            good("c3"),
+            good("c5")
+        ))
+        .replace('\u{FFFD}', "\u{1}")
+        .into_bytes();
+        // An invalid UTF-8 byte where the placeholder is.
+        let xml: Vec<u8> = xml
+            .into_iter()
+            .map(|b| if b == 1 { 0xFF } else { b })
+            .collect();
+        let mut good_ids = Vec::new();
+        let mut bad = Vec::new();
+        for read in IceReader::new(xml.as_slice(), "test.xml") {
+            match read {
+                Ok(conversation) => good_ids.push(conversation.id),
+                Err(ReadError::Conversation(conversation)) => bad.push(*conversation),
+                Err(ReadError::File(error)) => panic!("the file must stay readable: {error}"),
+            }
+        }
+        assert_eq!(good_ids, ["c1", "c3", "c5"]);
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(bad[0].id.as_deref(), Some("c2"));
+        assert_eq!(bad[0].line, 3);
+        assert_eq!(bad[0].events, 2);
+        assert!(
+            bad[0].error.reason.contains("invalid UTF-8"),
+            "{}",
+            bad[0].error
+        );
+        assert!(bad[0].raw.starts_with(b"<Conversation Id=\"c2\">"));
+        assert!(bad[0].raw.ends_with(b"</Conversation>"));
+        assert_eq!(bad[1].id.as_deref(), Some("c4"));
+        assert!(
+            bad[1].error.reason.contains("Timestamp"),
+            "{}",
+            bad[1].error
+        );
+        assert_eq!(bad[1].events, 2);
+        assert_eq!(bad[2].id, None);
+        assert!(bad[2].error.reason.contains("no Id"), "{}", bad[2].error);
+    }
+
+    #[test]
+    fn broken_xml_inside_a_conversation_stops_the_file() {
+        let xml = export(
+            "<Conversation Id=\"c1\"><Message ImId=\"a\" Timestamp=\"2026-11-20T09:00:00Z\">hi</Message></Conversation>\n\
+             <Conversation Id=\"c2\"><Message ImId=\"a\" Timestamp=\"2026-11-20T09:00:00Z\">hi</Mesage></Conversation>\n\
+             <Conversation Id=\"c3\"></Conversation>",
+        );
+        let reads: Vec<_> = IceReader::new(xml.as_bytes(), "test.xml").collect();
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        assert!(reads[0].is_ok());
+        assert!(matches!(&reads[1], Err(ReadError::File(e)) if e.reason.contains("malformed XML")));
     }
 
     fn conversations(xml: &str) -> Vec<Conversation> {

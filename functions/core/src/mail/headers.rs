@@ -117,7 +117,12 @@ fn quote(value: &str) -> String {
     )
 }
 
-pub fn subject(conversation: &Conversation, source_label: &str, day: NaiveDate) -> Text<'static> {
+pub fn subject(
+    conversation: &Conversation,
+    source_label: &str,
+    day: NaiveDate,
+    part: Option<usize>,
+) -> Text<'static> {
     let topic = conversation
         .room_name
         .as_deref()
@@ -132,7 +137,12 @@ pub fn subject(conversation: &Conversation, source_label: &str, day: NaiveDate) 
                 .collect::<Vec<_>>()
                 .join(", ")
         });
-    Text::new(format!("{}: {} ({day})", one_line(source_label), topic))
+    let part = part.map(|n| format!(", part {n}")).unwrap_or_default();
+    Text::new(format!(
+        "{}: {} ({day}{part})",
+        one_line(source_label),
+        topic
+    ))
 }
 
 /// The mail date for a chat time: the same instant when a mail can state

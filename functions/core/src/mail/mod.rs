@@ -13,7 +13,7 @@ use mail_builder::MessageBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConnectorConfig, Granularity};
+use crate::config::ConnectorConfig;
 use crate::error::{Error, Result};
 use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
 
@@ -73,96 +73,92 @@ pub fn message_id(connector: &str, item_id: &str) -> String {
     format!("{item_id}@{connector}.chat-archive")
 }
 
-/// One mail's share of a conversation.
-struct Slice<'a> {
-    key_parts: Vec<String>,
-    day: NaiveDate,
-    events: Vec<&'a ChatEvent>,
+/// A continuation mail's link to the first mail of its conversation-day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    /// Message-ID of the day's first mail (without angle brackets).
+    pub first_message_id: String,
+    /// 2 for the first continuation, and so on.
+    pub part: usize,
 }
 
-/// Builds every mail of a conversation. `fallback_day` dates a conversation
-/// that has no timed event at all (the export's day).
+/// One mail's share of a conversation: the events it carries.
+#[derive(Debug, Clone)]
+pub struct MailPart<'a> {
+    pub item_id: String,
+    pub day: NaiveDate,
+    pub events: Vec<&'a ChatEvent>,
+    pub continues: Option<Continuation>,
+}
+
+/// A conversation's events by UTC day (as positions in its event list),
+/// days in order. A conversation with no event at all still has its day (its
+/// start, else `fallback_day`), so that it is archived as a mail of its own.
+pub fn events_by_day(
+    conversation: &Conversation,
+    fallback_day: NaiveDate,
+) -> Vec<(NaiveDate, Vec<usize>)> {
+    let mut days: Vec<(NaiveDate, Vec<usize>)> = Vec::new();
+    for (i, event) in conversation.events.iter().enumerate() {
+        let day = event.time.date_naive();
+        match days.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, events)) => events.push(i),
+            None => days.push((day, vec![i])),
+        }
+    }
+    if days.is_empty() {
+        let day = conversation
+            .start
+            .map(|t| t.date_naive())
+            .unwrap_or(fallback_day);
+        days.push((day, Vec::new()));
+    }
+    days.sort_by_key(|(day, _)| *day);
+    days
+}
+
+/// Every mail of a conversation as if none of its events had been archived
+/// before (the event ledger decides that in the convert stage).
 pub fn build_mails(
     conversation: &Conversation,
     config: &ConnectorConfig,
     lineage: &Lineage,
     fallback_day: NaiveDate,
 ) -> Result<Vec<BuiltMail>> {
-    let slices = match config.granularity {
-        Granularity::ConversationDay => slice_by_day(conversation, fallback_day),
-        Granularity::Message => slice_by_message(conversation, fallback_day),
-    };
-    slices
-        .into_iter()
-        .map(|slice| build_one(conversation, config, lineage, slice))
-        .collect()
-}
-
-fn slice_by_day(conversation: &Conversation, fallback_day: NaiveDate) -> Vec<Slice<'_>> {
-    let mut slices: Vec<Slice<'_>> = Vec::new();
-    for event in &conversation.events {
-        let day = event.time.date_naive();
-        match slices.iter_mut().find(|s| s.day == day) {
-            Some(slice) => slice.events.push(event),
-            None => slices.push(Slice {
-                key_parts: vec![conversation.id.clone(), day.to_string()],
-                day,
-                events: vec![event],
-            }),
-        }
-    }
-    if slices.is_empty() {
-        let day = conversation
-            .start
-            .map(|t| t.date_naive())
-            .unwrap_or(fallback_day);
-        slices.push(Slice {
-            key_parts: vec![conversation.id.clone(), day.to_string()],
+    let mut mails = Vec::new();
+    for (day, positions) in events_by_day(conversation, fallback_day) {
+        let events: Vec<&ChatEvent> = positions.iter().map(|&i| &conversation.events[i]).collect();
+        let ids = crate::ledger::event_ids(&conversation.id, &events);
+        let planned = crate::ledger::plan_parts(
+            &config.name,
+            &conversation.id,
             day,
-            events: Vec::new(),
-        });
-    }
-    slices.sort_by_key(|s| s.day);
-    slices
-}
-
-/// One mail per message or file transfer; joins, leaves and disclaimers ride
-/// with the next message (trailing ones with the last).
-fn slice_by_message(conversation: &Conversation, fallback_day: NaiveDate) -> Vec<Slice<'_>> {
-    let mut slices: Vec<Slice<'_>> = Vec::new();
-    let mut pending: Vec<&ChatEvent> = Vec::new();
-    for (index, event) in conversation.events.iter().enumerate() {
-        pending.push(event);
-        if matches!(
-            event.kind,
-            EventKind::Message { .. } | EventKind::FileTransfer(_)
-        ) {
-            let event_key = event
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("{}|{}|{index}", event.time.to_rfc3339(), event.im_id));
-            slices.push(Slice {
-                key_parts: vec![conversation.id.clone(), "message".into(), event_key],
-                day: event.time.date_naive(),
-                events: std::mem::take(&mut pending),
-            });
+            config.granularity,
+            &events,
+            &ids,
+            &Default::default(),
+        );
+        for part in planned {
+            let part = MailPart {
+                item_id: part.item_id,
+                day,
+                events: part.events.iter().map(|&i| events[i]).collect(),
+                continues: None,
+            };
+            mails.push(build_mail(conversation, config, lineage, part)?);
         }
     }
-    match slices.last_mut() {
-        Some(last) => last.events.append(&mut pending),
-        None => return slice_by_day(conversation, fallback_day),
-    }
-    slices
+    Ok(mails)
 }
 
-fn build_one(
+/// Builds the mail of one part of a conversation.
+pub fn build_mail(
     conversation: &Conversation,
     config: &ConnectorConfig,
     lineage: &Lineage,
-    slice: Slice<'_>,
+    slice: MailPart<'_>,
 ) -> Result<BuiltMail> {
-    let parts: Vec<&str> = slice.key_parts.iter().map(String::as_str).collect();
-    let item_id = item_id(&config.name, &parts);
+    let item_id = slice.item_id.clone();
     let message_id = message_id(&config.name, &item_id);
     let internal_date = slice
         .events
@@ -178,6 +174,7 @@ fn build_one(
         day: slice.day,
         source_label: &config.source_label,
         disclaimer: &config.disclaimer,
+        continues: slice.continues.as_ref(),
     };
     let mut active: Vec<String> = slice
         .events
@@ -249,7 +246,7 @@ fn file_part(file: &FileTransfer) -> std::io::Result<MimePart<'_>> {
 fn render(
     conversation: &Conversation,
     config: &ConnectorConfig,
-    slice: &Slice<'_>,
+    slice: &MailPart<'_>,
     transcript: &transcript::Transcript<'_>,
     message_id: &str,
     internal_date: DateTime<Utc>,
@@ -279,6 +276,7 @@ fn render(
             conversation,
             &config.source_label,
             slice.day,
+            slice.continues.as_ref().map(|c| c.part),
         ))
         .header("Date", headers::date(internal_date))
         .header("X-Chat-Source", Text::new(one_line(&config.source_label)))
@@ -299,6 +297,13 @@ fn render(
                 .iter()
                 .map(headers::participant_header),
         );
+    if let Some(continues) = &slice.continues {
+        // Mail clients thread the parts of a conversation-day under its first.
+        builder = builder
+            .in_reply_to(continues.first_message_id.clone())
+            .references(continues.first_message_id.clone())
+            .header("X-Chat-Part", Text::new(continues.part.to_string()));
+    }
     if let Some(sender) = sender {
         builder = builder.from(headers::mailbox_address(sender, &config.name));
     }

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use chrono::NaiveDate;
 
+use super::Continuation;
 use crate::model::{ChatEvent, Conversation, EventKind};
 
 pub struct Transcript<'a> {
@@ -12,6 +13,8 @@ pub struct Transcript<'a> {
     pub day: NaiveDate,
     pub source_label: &'a str,
     pub disclaimer: &'a str,
+    /// Set for a continuation: the events of an earlier part are not repeated.
+    pub continues: Option<&'a Continuation>,
 }
 
 /// One line of the transcript, before formatting. Chat text is borrowed:
@@ -83,6 +86,14 @@ impl<'a> Transcript<'a> {
                 .unwrap_or_default(),
         )];
         head.push(format!("Day: {} - all times are UTC", self.day));
+        if let Some(continues) = self.continues {
+            head.push(format!(
+                "Part {} of this conversation-day: it continues an earlier part \
+                 (first part <{}>) with events that arrived later; \
+                 events of earlier parts are not repeated.",
+                continues.part, continues.first_message_id
+            ));
+        }
         head.push("Participants:".to_string());
         for p in &c.participants {
             let mut line = format!(

@@ -43,6 +43,22 @@ pub trait ObjectStore: Send + Sync {
 
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Reads a small state object with the version a conditional write must
+    /// name (S3: its ETag), or `None` when there is no such object.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>>;
+
+    /// Writes a small state object only if it is still at `expected`
+    /// (`None`: only if it does not exist yet), atomically with respect to
+    /// every other writer, in any process (S3: `If-Match` / `If-None-Match`).
+    /// `Ok(false)` means another writer got there first: read it again.
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+        expected: Option<&str>,
+    ) -> Result<bool>;
+
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
         let (mut body, info) = self.get(key).await?;
         let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));

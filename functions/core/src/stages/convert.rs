@@ -1,31 +1,64 @@
 //! convert: `plain/<c>/<file>` -> one `.eml` and one `.json` sidecar per mail
 //! under `mail/<c>/<day>/`. The export is parsed as a stream, one
-//! conversation at a time; a broken document is quarantined with the place of
-//! the fault, and the conversations read before it still go on.
+//! conversation at a time. Each conversation-day goes through the event
+//! ledger ([`crate::ledger`]): only events no earlier file delivered become
+//! a mail (the day's first, or a continuation). A bad conversation is
+//! quarantined alone and the rest of the file goes on; a file whose XML
+//! breaks is quarantined with the place of the fault, and the conversations
+//! read before it still go on.
+
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::NaiveDate;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use super::{keys, lineage, quarantine, Context};
-use crate::config::ConnectorConfig;
+use super::{keys, lineage, quarantine, quarantine_conversation, Context};
+use crate::config::{ConnectorConfig, Granularity};
 use crate::error::{Error, InputError, Place, Result};
-use crate::formats::{ice::IceReader, payload, xip};
-use crate::mail::{build_mails, BuiltMail, Lineage};
-use crate::ports::{ByteStream, Metadata};
-use crate::status::{self, ItemRecord, ItemState, SourceRecord};
+use crate::formats::ice::{BadConversation, IceReader, ReadError};
+use crate::formats::{payload, xip};
+use crate::ledger::{self, Ledger, LedgerPart};
+use crate::mail::{self, build_mail, events_by_day, BuiltMail, Continuation, Lineage, MailPart};
+use crate::model::{ChatEvent, Conversation, Participant};
+use crate::ports::{ByteStream, Metadata, ObjectStore};
+use crate::status::{self, EventCounts, ItemRecord, ItemState, SourceRecord};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvertOutcome {
-    /// Sidecar keys written: each starts an import.
+    /// Sidecar keys of the mails that carry this file's events: each starts
+    /// an import (importing one again changes nothing).
     pub sidecars: Vec<String>,
     /// The day the source file belongs to.
     pub day: String,
-    pub quarantined: Option<(String, InputError)>,
+    /// What went to quarantine (the key of the copy, and why): single
+    /// conversations, or the file when its XML broke.
+    pub quarantined: Vec<(String, InputError)>,
 }
 
 /// Mails go from the parsing thread to the writer a few at a time.
 const MAILS_IN_FLIGHT: usize = 4;
+
+/// What the parsing thread hands to the writer.
+enum Output {
+    /// A mail to write; `recovered` when a run before this one claimed its
+    /// events and stopped before writing it (then only missing objects are
+    /// written: what exists stays as it is).
+    Mail {
+        mail: Box<BuiltMail>,
+        recovered: bool,
+    },
+    /// A mail this file produced in an earlier run, already in the store.
+    Written(String),
+}
+
+/// The file being converted, as the ledger names it.
+#[derive(Clone)]
+struct SourceFile {
+    key: String,
+    sha256: String,
+}
 
 pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
     let (body, info) = ctx.store.get(plain_key).await?;
@@ -47,22 +80,45 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
     let (sender, mut receiver) = mpsc::channel(MAILS_IN_FLIGHT);
     let config = ctx.config.for_key(plain_key);
     let is_xip = config.name == ctx.config.xip.name;
+    let mut archivist = Archivist {
+        store: ctx.store.clone(),
+        runtime: Handle::current(),
+        config: config.clone(),
+        source: SourceFile {
+            key: plain_key.to_string(),
+            sha256: info.sha256.clone(),
+        },
+        metadata: info.metadata.clone(),
+        sender,
+        days: BTreeMap::new(),
+        quarantined: Vec::new(),
+    };
     let parsing = {
-        let (config, base, key) = (config.clone(), base.clone(), plain_key.to_string());
-        tokio::task::spawn_blocking(move || match is_xip {
-            true => parse_xip(body, &key, &config, &base, &sender),
-            false => parse_all(body, &key, &config, &base, &sender),
+        let (base, key) = (base.clone(), plain_key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let result = match is_xip {
+                true => archivist.parse_xip(body, &key, &base),
+                false => archivist.parse_all(body, &key, &base),
+            };
+            (archivist.days, archivist.quarantined, result)
         })
     };
     let mut outcome = ConvertOutcome::default();
     let mut first_day = None;
-    while let Some(mail) = receiver.recv().await {
-        first_day.get_or_insert(mail.sidecar.day);
-        outcome.sidecars.push(write_mail(ctx, mail).await?);
+    while let Some(output) = receiver.recv().await {
+        let key = match output {
+            Output::Mail { mail, recovered } => {
+                first_day.get_or_insert(mail.sidecar.day);
+                write_mail(ctx, *mail, recovered).await?
+            }
+            Output::Written(key) => key,
+        };
+        outcome.sidecars.push(key);
     }
-    let parsed = parsing
+    let (mut days, quarantined, parsed) = parsing
         .await
         .map_err(|e| Error::Config(format!("conversion task failed: {e}")))?;
+    outcome.quarantined = quarantined;
     let (export_day, problem) = match parsed {
         Ok(day) => (day, None),
         Err(Error::Input(error)) => (None, Some(error)),
@@ -72,117 +128,346 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         .or_else(|| status::day_from_file_name(plain_key))
         .or(first_day);
     outcome.day = status::day_label(day);
-    if let Some(error) = problem {
-        let quarantine_key = quarantine(ctx.store.as_ref(), plain_key, "convert", &error).await?;
+    if let Some(error) = &problem {
+        let quarantine_key = quarantine(ctx.store.as_ref(), plain_key, "convert", error).await?;
         let mut record =
             status::file_failure(&config.name, &outcome.day, plain_key, &error.to_string());
         record.source = base.raw_key.clone();
         status::write_item(ctx.store.as_ref(), &record).await?;
-        outcome.quarantined = Some((quarantine_key, error));
+        outcome.quarantined.push((quarantine_key, error.clone()));
     }
-    let source = SourceRecord {
-        key: plain_key.to_string(),
-        sha256: info.sha256,
-        items: outcome.sidecars.len() as u64,
-        problem: outcome.quarantined.as_ref().map(|(_, e)| e.to_string()),
-    };
-    status::write_source(ctx.store.as_ref(), &config.name, &outcome.day, &source).await?;
-    tracing::info!(plain_key, mails = outcome.sidecars.len(), day = %outcome.day, "converted");
+    // The file's own day always has its record, even when the file held
+    // nothing (a day with no items is a row, not silence).
+    days.entry(outcome.day.clone()).or_default();
+    for (day, share) in days {
+        let source = SourceRecord {
+            key: plain_key.to_string(),
+            sha256: info.sha256.clone(),
+            items: share.items,
+            events: share.events,
+            problem: problem
+                .as_ref()
+                .filter(|_| day == outcome.day)
+                .map(ToString::to_string),
+        };
+        status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
+    }
+    tracing::info!(
+        plain_key,
+        mails = outcome.sidecars.len(),
+        quarantined = outcome.quarantined.len(),
+        day = %outcome.day,
+        "converted"
+    );
     Ok(outcome)
 }
 
-/// Parses every document of the payload and sends its mails; returns the
-/// export's own day when the export states one.
-fn parse_all(
-    body: ByteStream,
-    key: &str,
-    config: &ConnectorConfig,
-    base: &Lineage,
-    sender: &mpsc::Sender<BuiltMail>,
-) -> Result<Option<NaiveDate>> {
-    let mut export_day = None;
-    payload::for_each_document(SyncIoBridge::new(body), key, |document, reader| {
-        let mut conversations = IceReader::new(reader, document);
-        while let Some(conversation) = conversations.next() {
-            let conversation = conversation?;
-            let header_day = conversations.header().and_then(|h| h.export_date);
-            export_day = export_day.or(header_day);
-            let fallback = header_day.or_else(|| status::day_from_file_name(key));
-            let lineage = Lineage {
-                document: document.to_string(),
-                line: conversation.line,
-                ..base.clone()
-            };
-            let Some(fallback) = fallback
-                .or(conversation.start.map(|t| t.date_naive()))
-                .or_else(|| conversation.events.first().map(|e| e.time.date_naive()))
-            else {
-                return Err(InputError::new(
-                    document,
-                    Place::LineColumn {
-                        line: conversation.line,
-                        column: 1,
-                    },
-                    format!(
-                        "conversation {:?} has no time and the export no date",
-                        conversation.id
-                    ),
-                )
-                .into());
-            };
-            for mail in build_mails(&conversation, config, &lineage, fallback)? {
-                sender
-                    .blocking_send(mail)
-                    .map_err(|_| Error::Config("mail writer stopped".into()))?;
-            }
-        }
-        export_day = export_day.or(conversations.header().and_then(|h| h.export_date));
-        Ok(())
-    })?;
-    Ok(export_day)
+/// A file's share of one day.
+#[derive(Debug, Default)]
+struct DayShare {
+    items: u64,
+    events: EventCounts,
 }
 
-/// A XIP container: verified by the decrypt stage, whose signature check the
-/// plain object stands for; every entry's digest is checked again as it is
-/// read. Items become one mail each.
-fn parse_xip(
-    body: ByteStream,
-    key: &str,
-    config: &ConnectorConfig,
-    base: &Lineage,
-    sender: &mpsc::Sender<BuiltMail>,
-) -> Result<Option<NaiveDate>> {
-    let mut temp =
-        tempfile::NamedTempFile::new().map_err(|e| Error::io("creating a temporary file", e))?;
-    std::io::copy(&mut SyncIoBridge::new(body), temp.as_file_mut())
-        .map_err(|e| Error::io(format!("reading {key}"), e))?;
-    let verified = xip::verify(
-        temp.path(),
-        key,
-        &xip::Trust::verified_upstream(),
-        &config.xip.limits,
-    )?;
-    xip::read_items(temp.path(), key, &verified, |item| {
-        let lineage = Lineage {
-            document: format!("{key}!{}", item.id),
-            ..base.clone()
+/// The parsing side of the convert stage: runs on a blocking thread, claims
+/// each conversation-day's new events in the ledger (through the runtime's
+/// handle) and builds their mails.
+struct Archivist {
+    store: std::sync::Arc<dyn ObjectStore>,
+    runtime: Handle,
+    config: ConnectorConfig,
+    source: SourceFile,
+    /// The plain object's metadata (lineage), kept on quarantined copies.
+    metadata: Metadata,
+    sender: mpsc::Sender<Output>,
+    days: BTreeMap<String, DayShare>,
+    quarantined: Vec<(String, InputError)>,
+}
+
+impl Archivist {
+    /// Parses every document of the payload; returns the export's own day
+    /// when the export states one.
+    fn parse_all(
+        &mut self,
+        body: ByteStream,
+        key: &str,
+        base: &Lineage,
+    ) -> Result<Option<NaiveDate>> {
+        let mut export_day = None;
+        payload::for_each_document(SyncIoBridge::new(body), key, |document, reader| {
+            let mut conversations = IceReader::new(reader, document);
+            while let Some(read) = conversations.next() {
+                let header_day = conversations.header().and_then(|h| h.export_date);
+                export_day = export_day.or(header_day);
+                let file_day = header_day.or_else(|| status::day_from_file_name(key));
+                let mut conversation = match read {
+                    Ok(conversation) => conversation,
+                    Err(ReadError::Conversation(bad)) => {
+                        self.quarantine(&bad, file_day)?;
+                        continue;
+                    }
+                    Err(ReadError::File(error)) => return Err(error.into()),
+                };
+                let lineage = Lineage {
+                    document: document.to_string(),
+                    line: conversation.line,
+                    ..base.clone()
+                };
+                let Some(fallback) = file_day
+                    .or(conversation.start.map(|t| t.date_naive()))
+                    .or_else(|| conversation.events.first().map(|e| e.time.date_naive()))
+                else {
+                    let error = InputError::new(
+                        document,
+                        Place::LineColumn {
+                            line: conversation.line,
+                            column: 1,
+                        },
+                        format!(
+                            "conversation {:?} has no time and the export no date",
+                            conversation.id
+                        ),
+                    );
+                    self.quarantine(&unreadable(conversation, error), None)?;
+                    continue;
+                };
+                self.archive(&mut conversation, &lineage, fallback)?;
+            }
+            export_day = export_day.or(conversations.header().and_then(|h| h.export_date));
+            Ok(())
+        })?;
+        Ok(export_day)
+    }
+
+    /// A XIP container: verified by the decrypt stage, whose signature check
+    /// the plain object stands for; every entry's digest is checked again as
+    /// it is read. Items go through the ledger like conversations.
+    fn parse_xip(
+        &mut self,
+        body: ByteStream,
+        key: &str,
+        base: &Lineage,
+    ) -> Result<Option<NaiveDate>> {
+        let mut temp = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::io("creating a temporary file", e))?;
+        std::io::copy(&mut SyncIoBridge::new(body), temp.as_file_mut())
+            .map_err(|e| Error::io(format!("reading {key}"), e))?;
+        let verified = xip::verify(
+            temp.path(),
+            key,
+            &xip::Trust::verified_upstream(),
+            &self.config.xip.limits,
+        )?;
+        xip::read_items(temp.path(), key, &verified, |mut item| {
+            let lineage = Lineage {
+                document: format!("{key}!{}", item.id),
+                ..base.clone()
+            };
+            let day = item.start.map(|t| t.date_naive()).unwrap_or_default();
+            self.archive(&mut item, &lineage, day)
+        })?;
+        Ok(None)
+    }
+
+    /// Claims and builds the mails of every day of one conversation.
+    fn archive(
+        &mut self,
+        conversation: &mut Conversation,
+        lineage: &Lineage,
+        fallback_day: NaiveDate,
+    ) -> Result<()> {
+        let listed = std::mem::take(&mut conversation.participants);
+        let result = events_by_day(conversation, fallback_day)
+            .into_iter()
+            .try_for_each(|(day, positions)| {
+                self.archive_day(conversation, &listed, lineage, day, &positions)
+            });
+        conversation.participants = listed;
+        result
+    }
+
+    fn archive_day(
+        &mut self,
+        conversation: &mut Conversation,
+        listed: &[Participant],
+        lineage: &Lineage,
+        day: NaiveDate,
+        positions: &[usize],
+    ) -> Result<()> {
+        let config = &self.config;
+        let ids = {
+            let events: Vec<&ChatEvent> =
+                positions.iter().map(|&i| &conversation.events[i]).collect();
+            ledger::event_ids(&conversation.id, &events)
         };
-        let day = item.start.map(|t| t.date_naive()).unwrap_or_default();
-        for mail in build_mails(&item, config, &lineage, day)? {
-            sender
-                .blocking_send(mail)
-                .map_err(|_| Error::Config("mail writer stopped".into()))?;
+        let key = ledger::key(&config.name, &config.folder, day, &conversation.id);
+        let mut claimed = Vec::new();
+        let stored = {
+            let events: Vec<&ChatEvent> =
+                positions.iter().map(|&i| &conversation.events[i]).collect();
+            let fresh = || Ledger {
+                connector: config.name.clone(),
+                conversation_id: conversation.id.clone(),
+                day: Some(day),
+                folder: config.folder.clone(),
+                ..Ledger::default()
+            };
+            let claim = |ledger: &mut Ledger| {
+                let held: HashSet<&str> = ledger.holders().into_keys().collect();
+                claimed = ledger::plan_parts(
+                    &config.name,
+                    &conversation.id,
+                    day,
+                    config.granularity,
+                    &events,
+                    &ids,
+                    &held,
+                );
+                if claimed.is_empty() {
+                    return false;
+                }
+                for part in &claimed {
+                    ledger.parts.push(LedgerPart {
+                        message_id: mail::message_id(&config.name, &part.item_id),
+                        item_id: part.item_id.clone(),
+                        source_key: self.source.key.clone(),
+                        source_sha256: self.source.sha256.clone(),
+                        events: part.events.iter().map(|&i| ids[i].clone()).collect(),
+                    });
+                }
+                ledger.add_participants(listed);
+                true
+            };
+            self.runtime
+                .block_on(ledger::update(self.store.as_ref(), &key, fresh, claim))?
+        };
+        let claimed: HashSet<String> = claimed.into_iter().map(|p| p.item_id).collect();
+
+        let mut share = DayShare::default();
+        let holders = stored.holders();
+        for id in &ids {
+            share.events.received += 1;
+            match holders.get(id.as_str()) {
+                Some(part) if self.is_ours(part) => share.events.delivered += 1,
+                _ => share.events.already_delivered += 1,
+            }
         }
+
+        // Every part of this day built from this file: the ones just claimed,
+        // and those an earlier run of the same file claimed (a rerun must
+        // still see them imported; a run stopped between claim and write
+        // left them to be written now).
+        conversation.participants = stored.participants.clone();
+        for (index, part) in stored.parts.iter().enumerate() {
+            if !self.is_ours(part) {
+                continue;
+            }
+            share.items += 1;
+            let recovered = !claimed.contains(&part.item_id);
+            if recovered {
+                let sidecar = keys::sidecar(&config.name, &day.to_string(), &part.item_id);
+                if self.runtime.block_on(self.store.head(&sidecar))?.is_some() {
+                    self.send(Output::Written(sidecar))?;
+                    continue;
+                }
+            }
+            let wanted: HashSet<&str> = part.events.iter().map(String::as_str).collect();
+            let events: Vec<&ChatEvent> = positions
+                .iter()
+                .zip(&ids)
+                .filter(|(_, id)| wanted.contains(id.as_str()))
+                .map(|(&i, _)| &conversation.events[i])
+                .collect();
+            let continues =
+                (index > 0 && config.granularity == Granularity::ConversationDay).then(|| {
+                    Continuation {
+                        first_message_id: stored.first_message_id().unwrap_or_default().to_string(),
+                        part: index + 1,
+                    }
+                });
+            let mail = build_mail(
+                conversation,
+                config,
+                lineage,
+                MailPart {
+                    item_id: part.item_id.clone(),
+                    day,
+                    events,
+                    continues,
+                },
+            )?;
+            self.send(Output::Mail {
+                mail: Box::new(mail),
+                recovered,
+            })?;
+        }
+        let total = self.days.entry(day.to_string()).or_default();
+        total.items += share.items;
+        total.events.add(&share.events);
         Ok(())
-    })?;
-    Ok(None)
+    }
+
+    fn is_ours(&self, part: &LedgerPart) -> bool {
+        part.source_key == self.source.key && part.source_sha256 == self.source.sha256
+    }
+
+    fn send(&self, output: Output) -> Result<()> {
+        self.sender
+            .blocking_send(output)
+            .map_err(|_| Error::Config("mail writer stopped".into()))
+    }
+
+    /// One conversation to quarantine, recorded as a failed item of the
+    /// file's day; the rest of the file goes on.
+    fn quarantine(&mut self, bad: &BadConversation, file_day: Option<NaiveDate>) -> Result<()> {
+        let store = self.store.as_ref();
+        let key = self.runtime.block_on(quarantine_conversation(
+            store,
+            &self.source.key,
+            bad,
+            &self.metadata,
+        ))?;
+        let day = status::day_label(file_day);
+        let line = bad.line.to_string();
+        let record = ItemRecord {
+            connector: self.config.name.clone(),
+            day: day.clone(),
+            item_id: mail::item_id(&self.config.name, &["quarantine", &self.source.key, &line]),
+            subject: match &bad.id {
+                Some(id) => format!("conversation {id} (quarantined)"),
+                None => format!("conversation at line {line} (quarantined)"),
+            },
+            source: self.source.key.clone(),
+            state: ItemState::Failed,
+            targets: Vec::new(),
+            unmapped: Vec::new(),
+            reason: Some(format!("quarantined as {key}: {}", bad.error)),
+        };
+        self.runtime.block_on(status::write_item(store, &record))?;
+        let share = self.days.entry(day).or_default();
+        share.events.received += bad.events;
+        share.events.quarantined += bad.events;
+        self.quarantined.push((key, bad.error.clone()));
+        Ok(())
+    }
+}
+
+/// A conversation that was read but cannot be archived, as a quarantine entry.
+fn unreadable(conversation: Conversation, error: InputError) -> BadConversation {
+    BadConversation {
+        error,
+        id: Some(conversation.id),
+        line: conversation.line,
+        events: conversation.events.len() as u64,
+        raw: conversation.original_xml,
+    }
 }
 
 /// Writes a mail and its sidecar (sidecar last: its arrival starts the import,
 /// so the mail must already be there). A pending status record is written
 /// first, and only if the item has none yet, so a replay never resets an
-/// imported item to pending.
-async fn write_mail(ctx: &Context, mail: BuiltMail) -> Result<String> {
+/// imported item to pending. A `recovered` mail writes only what is missing.
+async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<String> {
     let store = ctx.store.as_ref();
     let side = &mail.sidecar;
     let day = side.day.to_string();
@@ -212,15 +497,12 @@ async fn write_mail(ctx: &Context, mail: BuiltMail) -> Result<String> {
     metadata.insert(lineage::RAW_KEY.into(), side.lineage.raw_key.clone());
     metadata.insert(lineage::RAW_SHA256.into(), side.lineage.raw_sha256.clone());
     metadata.insert(lineage::STAGE.into(), "convert".into());
-    store
-        .put_bytes(
-            &keys::mail(&side.connector, &day, &side.item_id),
-            mail.raw,
-            &metadata,
-        )
-        .await?;
+    let mail_key = keys::mail(&side.connector, &day, &side.item_id);
     let sidecar_key = keys::sidecar(&side.connector, &day, &side.item_id);
     let json = serde_json::to_vec_pretty(side).map_err(|e| Error::Config(e.to_string()))?;
+    if !(recovered && store.head(&mail_key).await?.is_some()) {
+        store.put_bytes(&mail_key, mail.raw, &metadata).await?;
+    }
     store.put_bytes(&sidecar_key, json, &metadata).await?;
     Ok(sidecar_key)
 }

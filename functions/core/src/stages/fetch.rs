@@ -196,6 +196,33 @@ fn metadata_for(source: &dyn Source, file: &RemoteFile) -> Metadata {
     ])
 }
 
+/// The raw key of a file: its name under the connector, or, when that key
+/// already holds another version of the file (regenerated at the source
+/// under the same name: another size or time), a key of its own for this
+/// version. Derived from the listing, so re-fetching the same version
+/// lands on the same key.
+async fn raw_key_for(ctx: &Context, file: &RemoteFile, metadata: &Metadata) -> Result<String> {
+    let key = keys::raw_for_file(&ctx.config, &file.name);
+    let same_version = |info: &ObjectInfo| {
+        ["source-size", "source-mtime"]
+            .iter()
+            .all(|name| info.metadata.get(*name) == metadata.get(*name))
+    };
+    match ctx.store.head(&key).await? {
+        Some(info) if !same_version(&info) => {
+            let version = format!(
+                "v{}-{}",
+                file.modified.format("%Y%m%dT%H%M%S%.fZ"),
+                file.size
+            );
+            let versioned = keys::raw_version(&key, &version);
+            tracing::warn!(file = %file.name, key, versioned, "another version of a file already fetched: kept beside it");
+            Ok(versioned)
+        }
+        _ => Ok(key),
+    }
+}
+
 /// One transfer attempt: source -> store, committed only when whole.
 async fn transfer(
     ctx: &Context,
@@ -318,8 +345,8 @@ pub async fn run_with_policy(
                 );
             }
         }
-        let key = keys::raw_for_file(&ctx.config, &file.name);
         let metadata = metadata_for(source, &file);
+        let key = raw_key_for(ctx, &file, &metadata).await?;
         let result = with_retries(policy, &file.name, &mut outcome.retries, || {
             transfer(ctx, source, &file, &key, &metadata)
         })

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::config::ConnectorConfig;
 use crate::ports::ObjectStore;
 
-pub use quarantine::quarantine;
+pub use quarantine::{quarantine, quarantine_conversation};
 
 /// What every stage needs: where objects live and how the connector is set up.
 #[derive(Clone)]
@@ -73,6 +73,17 @@ pub mod keys {
             &config.name
         };
         raw(connector, file_name)
+    }
+
+    /// Where a later, different version of a file already fetched under
+    /// `raw_key` lands (`raw/ice/x.pgp` -> `raw/ice/<version>/x.pgp`): raw
+    /// objects are evidence and never replaced, and the file keeps its name
+    /// so that its day and payload type are still read from it.
+    pub fn raw_version(raw_key: &str, version: &str) -> String {
+        match raw_key.rsplit_once('/') {
+            Some((dir, name)) => format!("{dir}/{version}/{name}"),
+            None => format!("{version}/{raw_key}"),
+        }
     }
 
     /// `raw/ice/x.xml.pgp` -> `plain/ice/x.xml`.
@@ -133,6 +144,13 @@ mod tests {
             "plain/ice/ACME_20261120.xml"
         );
         assert_eq!(keys::plain_for_raw("raw/ice/x.zip"), "plain/ice/x.zip");
+        let regenerated = keys::raw_version("raw/ice/A_2026-11-20.xml.pgp", "v1");
+        assert_eq!(regenerated, "raw/ice/v1/A_2026-11-20.xml.pgp");
+        assert_eq!(
+            keys::plain_for_raw(&regenerated),
+            "plain/ice/v1/A_2026-11-20.xml"
+        );
+        assert_eq!(keys::connector_of(&regenerated), Some("ice"));
         let config = crate::config::ConnectorConfig::ice();
         assert_eq!(
             keys::raw_for_file(&config, "V_2026.XIP.pgp"),

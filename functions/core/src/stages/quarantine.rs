@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::error::{InputError, Result};
+use crate::formats::ice::BadConversation;
 use crate::ports::{Metadata, ObjectStore};
 
 #[derive(Serialize)]
@@ -30,6 +31,35 @@ pub async fn quarantine(
     metadata.insert("quarantined-from".into(), key.into());
     metadata.insert("quarantine-stage".into(), stage.into());
     store.put(&target, body, &metadata).await?;
+    write_reason(store, &target, key, stage, error).await?;
+    Ok(target)
+}
+
+/// Quarantines one conversation of a file that is otherwise fine: its own
+/// bytes, as they are in the file, under
+/// `quarantine/<file key>/conversation-line-<line>.xml`.
+pub async fn quarantine_conversation(
+    store: &dyn ObjectStore,
+    key: &str,
+    bad: &BadConversation,
+    metadata: &Metadata,
+) -> Result<String> {
+    let target = format!("quarantine/{key}/conversation-line-{}.xml", bad.line);
+    let mut metadata = metadata.clone();
+    metadata.insert("quarantined-from".into(), key.into());
+    metadata.insert("quarantine-stage".into(), "convert".into());
+    store.put_bytes(&target, bad.raw.clone(), &metadata).await?;
+    write_reason(store, &target, key, "convert", &bad.error).await?;
+    Ok(target)
+}
+
+async fn write_reason(
+    store: &dyn ObjectStore,
+    target: &str,
+    key: &str,
+    stage: &str,
+    error: &InputError,
+) -> Result<()> {
     let reason = Reason {
         key,
         stage,
@@ -42,6 +72,6 @@ pub async fn quarantine(
     store
         .put_bytes(&format!("{target}.reason.json"), json, &Metadata::new())
         .await?;
-    tracing::warn!(key, stage, error = %error, "quarantined");
-    Ok(target)
+    tracing::warn!(key, stage, quarantine = target, error = %error, "quarantined");
+    Ok(())
 }

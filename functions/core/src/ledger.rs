@@ -1,0 +1,331 @@
+//! The event ledger: exactly once per chat event, across export files.
+//!
+//! A mail is a vehicle; the chat *event* (message, file transfer, join,
+//! leave, disclaimer) is what must reach a folder exactly once. Real exports
+//! split a conversation's UTC day over files, re-list rooms every day and
+//! come again late or regenerated, so per conversation, day and destination
+//! folder the store keeps one ledger object naming every mail (part) built so
+//! far and the events each carries. A file that brings events the ledger
+//! does not hold yet gets exactly those into a *continuation* mail of its
+//! own; events already held are counted as already delivered.
+//!
+//! The ledger is claimed before the mail is written, by a conditional write
+//! (S3 `If-Match` / `If-None-Match`, a file lock locally), so two files
+//! converted at once can never both claim an event. Mails are never
+//! rewritten: a part's key derives from the events it carries.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Granularity;
+use crate::error::{Error, Result};
+use crate::mail::item_id;
+use crate::model::{ChatEvent, EventKind, Participant};
+use crate::ports::{Metadata, ObjectStore};
+
+/// Attempts at a conditional write before giving up (each one lost to
+/// another writer that made progress).
+const CLAIM_ATTEMPTS: u32 = 100;
+
+/// The identity of every event of one conversation-day, in order: the
+/// export's own id when it gives one, else a digest of conversation, time,
+/// ImId, kind and content. The n-th repeat of the same identity within the
+/// list gets `#n`, so two identical messages sent in the same second stay two.
+pub fn event_ids(conversation_id: &str, events: &[&ChatEvent]) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    events
+        .iter()
+        .map(|event| {
+            let base = match &event.id {
+                Some(id) => format!("id:{id}"),
+                None => digest(conversation_id, event),
+            };
+            let count = seen.entry(base.clone()).or_insert(0);
+            *count += 1;
+            match *count {
+                1 => base,
+                n => format!("{base}#{n}"),
+            }
+        })
+        .collect()
+}
+
+fn digest(conversation_id: &str, event: &ChatEvent) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    field(conversation_id.as_bytes());
+    field(event.time.to_rfc3339().as_bytes());
+    field(event.im_id.as_bytes());
+    match &event.kind {
+        EventKind::Message { text } => {
+            field(b"message");
+            field(text.as_bytes());
+        }
+        EventKind::Disclaimer { text } => {
+            field(b"disclaimer");
+            field(text.as_bytes());
+        }
+        EventKind::Entered => field(b"entered"),
+        EventKind::Left => field(b"left"),
+        EventKind::FileTransfer(file) => {
+            field(b"file");
+            field(file.file_name.as_bytes());
+            field(&Sha256::digest(&file.content));
+        }
+    }
+    format!("d:{}", hex::encode(&hasher.finalize()[..16]))
+}
+
+/// Everything archived so far of one conversation-day in one folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub connector: String,
+    pub conversation_id: String,
+    pub day: Option<NaiveDate>,
+    pub folder: String,
+    /// Everyone listed for the conversation-day in any file so far: each
+    /// continuation goes to all of them, so no one who holds the first part
+    /// misses a later one.
+    pub participants: Vec<Participant>,
+    /// In the order they were claimed; the first is the day's first mail.
+    pub parts: Vec<LedgerPart>,
+}
+
+/// One mail of a conversation-day and the events it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerPart {
+    pub item_id: String,
+    /// Without angle brackets.
+    pub message_id: String,
+    /// The plain object whose events went into this mail.
+    pub source_key: String,
+    pub source_sha256: String,
+    pub events: Vec<String>,
+}
+
+impl Ledger {
+    /// Event identity -> the part that carries it.
+    pub fn holders(&self) -> HashMap<&str, &LedgerPart> {
+        self.parts
+            .iter()
+            .flat_map(|part| part.events.iter().map(move |e| (e.as_str(), part)))
+            .collect()
+    }
+
+    pub fn first_message_id(&self) -> Option<&str> {
+        self.parts.first().map(|p| p.message_id.as_str())
+    }
+
+    /// Adds the participants not listed yet (by ImId), keeping the order.
+    pub fn add_participants(&mut self, participants: &[Participant]) {
+        let known: HashSet<String> = self.participants.iter().map(|p| p.im_id.clone()).collect();
+        self.participants.extend(
+            participants
+                .iter()
+                .filter(|p| !known.contains(&p.im_id))
+                .cloned(),
+        );
+    }
+}
+
+/// Where the ledger of a conversation-day in a folder lives.
+pub fn key(connector: &str, folder: &str, day: NaiveDate, conversation_id: &str) -> String {
+    let id = item_id(connector, &["ledger", folder, conversation_id]);
+    format!("state/{connector}/events/{day}/{id}.json")
+}
+
+/// A mail to build: its item id and the positions of its events in the
+/// day's event list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPart {
+    pub item_id: String,
+    pub events: Vec<usize>,
+}
+
+/// The mails that carry the events not `held` yet. Conversation-day
+/// granularity: one mail (the day's first keeps the id an archive made
+/// before the ledger existed: connector, conversation and day; a
+/// continuation's id derives from the events it carries). Message
+/// granularity: one mail per message or file transfer; joins, leaves and
+/// disclaimers ride with the next one (trailing ones with the last).
+pub fn plan_parts(
+    connector: &str,
+    conversation_id: &str,
+    day: NaiveDate,
+    granularity: Granularity,
+    events: &[&ChatEvent],
+    ids: &[String],
+    held: &HashSet<&str>,
+) -> Vec<PlannedPart> {
+    let first = held.is_empty();
+    let new: Vec<usize> = (0..events.len())
+        .filter(|&i| !held.contains(ids[i].as_str()))
+        .collect();
+    let day_text = day.to_string();
+    let whole = |events: Vec<usize>| {
+        let item_id = if first {
+            item_id(connector, &[conversation_id, &day_text])
+        } else {
+            let mut parts = vec![conversation_id, day_text.as_str(), "continuation"];
+            parts.extend(events.iter().map(|&i| ids[i].as_str()));
+            item_id(connector, &parts)
+        };
+        PlannedPart { item_id, events }
+    };
+    if new.is_empty() {
+        // A conversation-day with no event at all is archived once, as a
+        // mail of its own; after that there is nothing new to carry.
+        return match first {
+            true => vec![whole(Vec::new())],
+            false => Vec::new(),
+        };
+    }
+    if granularity == Granularity::ConversationDay {
+        return vec![whole(new)];
+    }
+    let mut planned: Vec<PlannedPart> = Vec::new();
+    let mut pending = Vec::new();
+    for i in new {
+        pending.push(i);
+        if matches!(
+            events[i].kind,
+            EventKind::Message { .. } | EventKind::FileTransfer(_)
+        ) {
+            planned.push(PlannedPart {
+                item_id: item_id(connector, &[conversation_id, "message", &ids[i]]),
+                events: std::mem::take(&mut pending),
+            });
+        }
+    }
+    match planned.last_mut() {
+        Some(last) => last.events.append(&mut pending),
+        None => planned.push(whole(pending)),
+    }
+    planned
+}
+
+/// Reads a ledger and the version a conditional write must name.
+pub async fn load(store: &dyn ObjectStore, key: &str) -> Result<Option<(Ledger, String)>> {
+    match store.get_versioned(key).await? {
+        Some((bytes, version)) => {
+            let ledger = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::store(key, format!("corrupt event ledger: {e}")))?;
+            Ok(Some((ledger, version)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Reads the ledger, lets `update` add to it, and writes it back only if no
+/// other writer changed it in between; otherwise reads again and retries.
+/// `update` returns `false` when it has nothing to add (nothing is written).
+/// Returns the ledger as stored.
+pub async fn update(
+    store: &dyn ObjectStore,
+    key: &str,
+    fresh: impl Fn() -> Ledger,
+    mut update: impl FnMut(&mut Ledger) -> bool,
+) -> Result<Ledger> {
+    for attempt in 0..CLAIM_ATTEMPTS {
+        let (mut ledger, version) = match load(store, key).await? {
+            Some((ledger, version)) => (ledger, Some(version)),
+            None => (fresh(), None),
+        };
+        if !update(&mut ledger) {
+            return Ok(ledger);
+        }
+        let json = serde_json::to_vec_pretty(&ledger).map_err(|e| Error::store(key, e))?;
+        if store
+            .put_if(key, json, &Metadata::new(), version.as_deref())
+            .await?
+        {
+            return Ok(ledger);
+        }
+        tracing::debug!(
+            key,
+            attempt,
+            "event ledger changed by another writer: reading it again"
+        );
+        let pause = 5 + rand::random::<u64>() % (10 * u64::from(attempt.min(20) + 1));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    Err(Error::store(
+        key,
+        format!("event ledger still contended after {CLAIM_ATTEMPTS} attempts"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn message(id: Option<&str>, second: u32, who: &str, text: &str) -> ChatEvent {
+        ChatEvent {
+            id: id.map(str::to_string),
+            time: Utc
+                .with_ymd_and_hms(2026, 11, 20, 9, 0, second)
+                .single()
+                .expect("valid"),
+            im_id: who.into(),
+            kind: EventKind::Message { text: text.into() },
+        }
+    }
+
+    #[test]
+    fn identity_is_the_export_id_or_a_digest_and_repeats_stay_distinct() {
+        let a = message(Some("m1"), 1, "jdoe", "hi");
+        let b = message(None, 2, "jdoe", "ok");
+        let b_again = message(None, 2, "jdoe", "ok");
+        let c = message(None, 2, "jdoe", "ok!");
+        let ids = event_ids("conv", &[&a, &b, &b_again, &c]);
+        assert_eq!(ids[0], "id:m1");
+        assert!(ids[1].starts_with("d:"));
+        assert_eq!(ids[2], format!("{}#2", ids[1]));
+        assert_ne!(ids[3], ids[1]);
+        // The same event in another conversation is another event.
+        assert_ne!(event_ids("other", &[&b])[0], ids[1]);
+        // Stable: the same input gives the same identities in every run.
+        assert_eq!(ids, event_ids("conv", &[&a, &b, &b_again, &c]));
+    }
+
+    #[test]
+    fn only_events_not_held_are_planned_and_a_continuation_has_its_own_id() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        let events = [
+            message(None, 1, "a", "one"),
+            message(None, 2, "b", "two"),
+            message(None, 3, "a", "three"),
+        ];
+        let refs: Vec<&ChatEvent> = events.iter().collect();
+        let ids = event_ids("c", &refs);
+        let by_day = Granularity::ConversationDay;
+        let first = plan_parts("ice", "c", day, by_day, &refs, &ids, &HashSet::new());
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].events, vec![0, 1, 2]);
+        assert_eq!(first[0].item_id, item_id("ice", &["c", "2026-11-20"]));
+
+        let held: HashSet<&str> = ids[..2].iter().map(String::as_str).collect();
+        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].events, vec![2]);
+        assert_ne!(next[0].item_id, first[0].item_id);
+
+        let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all).is_empty());
+
+        let per_message = plan_parts("ice", "c", day, Granularity::Message, &refs, &ids, &held);
+        assert_eq!(per_message.len(), 1);
+        assert_eq!(
+            per_message[0].item_id,
+            item_id("ice", &["c", "message", &ids[2]])
+        );
+    }
+}
