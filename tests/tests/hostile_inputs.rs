@@ -260,7 +260,7 @@ async fn external_entities_are_refused_and_never_read() {
 }
 
 #[tokio::test]
-async fn invalid_utf8_is_quarantined_at_its_place_and_earlier_conversations_go_on() {
+async fn invalid_utf8_quarantines_its_conversation_alone_and_the_rest_of_the_file_goes_on() {
     let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
     firm.drop_export(SAMPLE_FILE, SAMPLE.as_bytes(), true);
     let participants = "<Participants>\
@@ -282,9 +282,8 @@ async fn invalid_utf8_is_quarantined_at_its_place_and_earlier_conversations_go_o
     // "é" and "è" in ISO-8859-1: bytes that are not UTF-8.
     let bad_at = latin1.len();
     latin1.extend_from_slice(b"\xE9 cr\xE8me LATIN1-MARKER</Message>\n  </Conversation>\n  ");
-    // A conversation after the fault: the reader stops at the first error,
-    // so it stays in the quarantined file (and the log says the file
-    // failed) instead of being imported from a file known to be damaged.
+    // A conversation after the fault: the reader resynchronises at the next
+    // conversation, so only the damaged one waits in quarantine.
     latin1.extend_from_slice(
         format!(
             "<Conversation Id=\"c-2303\" Type=\"OneToOne\" StartTime=\"2026-11-23T10:00:00Z\">\n    \
@@ -299,23 +298,44 @@ async fn invalid_utf8_is_quarantined_at_its_place_and_earlier_conversations_go_o
     let summary = run(&firm).await;
 
     assert_eq!(summary.quarantined.len(), 1, "{:#?}", summary.quarantined);
-    let key = "plain/ice/ACME_2026-11-23_latin1.xml";
-    let error = assert_quarantined(&firm, &summary, key, "invalid UTF-8");
-    assert_eq!(line_column(&error), place_of(&latin1, bad_at), "{error}");
+    let (key, error) = &summary.quarantined[0];
+    let from = offset_of(&latin1, b"<Conversation Id=\"c-2302\"");
+    let line = place_of(&latin1, from).0;
+    assert_eq!(
+        key,
+        &format!("plain/ice/ACME_2026-11-23_latin1.xml/conversation-line-{line}.xml")
+    );
+    assert_eq!(error.file, "plain/ice/ACME_2026-11-23_latin1.xml");
+    assert!(error.reason.contains("invalid UTF-8"), "{error}");
+    assert_eq!(line_column(error), place_of(&latin1, bad_at), "{error}");
+    // The copy holds exactly the damaged conversation's bytes, and its
+    // reason names the file, the place and the reason.
     let copy = std::fs::read(firm.layout.store().join("quarantine").join(key)).unwrap();
-    assert_eq!(copy, latin1, "the quarantined copy is the decrypted export");
+    let to = offset_of(&latin1, b"<Conversation Id=\"c-2303\"");
+    let damaged = latin1[from..to].trim_ascii_end();
+    assert_eq!(copy, damaged, "the quarantined copy is the damaged conversation");
+    let reason: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            firm.layout
+                .store()
+                .join("quarantine")
+                .join(format!("{key}.reason.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reason["file"], error.file.as_str());
+    assert_eq!(reason["place"], error.place.to_string().as_str());
+    assert_eq!(reason["reason"], error.reason.as_str());
 
-    // The conversation before the fault is imported; nothing of the damaged
-    // one (nor of what follows it) became a mail.
+    // The conversations before and after the fault are imported; nothing of
+    // the damaged one became a mail.
     let jdoe = firm.folder(JDOE, "ICE Chat");
     let asmith = firm.folder(ASMITH, "ICE Chat");
     for folder in [&jdoe, &asmith] {
         let ids = conversation_ids(folder);
-        assert!(ids.contains("c-2301"), "{ids:?}");
-        assert!(
-            !ids.contains("c-2302") && !ids.contains("c-2303"),
-            "{ids:?}"
-        );
+        assert!(ids.contains("c-2301") && ids.contains("c-2303"), "{ids:?}");
+        assert!(!ids.contains("c-2302"), "{ids:?}");
     }
     let before = parse(find_by_conversation(&jdoe, "c-2301"))
         .body_text(0)
@@ -325,22 +345,32 @@ async fn invalid_utf8_is_quarantined_at_its_place_and_earlier_conversations_go_o
         before.contains("Grüße, all fine before the fault"),
         "{before}"
     );
+    let after = parse(find_by_conversation(&jdoe, "c-2303"))
+        .body_text(0)
+        .unwrap()
+        .into_owned();
+    assert!(after.contains("AFTER-FAULT-MARKER"), "{after}");
     assert_no_mail_contains(&firm, "LATIN1-MARKER");
-    assert_no_mail_contains(&firm, "AFTER-FAULT-MARKER");
 
     let status = day_status(&firm, "2026-11-23");
     assert!(status.counts_add_up(), "{status:?}");
     assert_eq!(
         (status.available_from_source, status.imported, status.failed),
-        (2, 1, 1),
+        (3, 2, 1),
         "{status:?}"
     );
     assert_eq!(status.failures.len(), 1, "{status:?}");
-    assert_eq!(status.failures[0].reason, error.to_string());
+    assert!(
+        status.failures[0].reason.contains(&error.to_string()),
+        "{status:?}"
+    );
     assert_eq!(status.sources.len(), 1);
+    assert_eq!(status.sources[0].problem, None, "the file itself was readable");
+    let events = status.sources[0].events;
     assert_eq!(
-        status.sources[0].problem.as_deref(),
-        Some(&*error.to_string())
+        (events.received, events.delivered, events.quarantined),
+        (3, 2, 1),
+        "{status:?}"
     );
 
     assert_sample_imported(&firm);

@@ -258,7 +258,14 @@ impl Pipeline {
                     }
                     StageResult::Converted(outcome) => {
                         touched.insert((self.ctx.config.for_key(&key).name, outcome.day.clone()));
-                        summary.quarantined.extend(outcome.quarantined);
+                        // What was quarantined: the file, or one
+                        // conversation of it (`<file>/conversation-line-N.xml`).
+                        summary
+                            .quarantined
+                            .extend(outcome.quarantined.into_iter().map(|(copy, error)| {
+                                let what = copy.strip_prefix("quarantine/").unwrap_or(&copy);
+                                (what.to_string(), error)
+                            }));
                         summary.mails += outcome.sidecars.len();
                         // Reverse so that the pop order is the file order.
                         queue.extend(outcome.sidecars.into_iter().rev());
