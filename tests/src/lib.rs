@@ -13,6 +13,7 @@ pub mod local;
 #[cfg(feature = "aws")]
 pub mod moto;
 pub mod process;
+pub mod readback;
 pub mod sshd;
 pub mod synth;
 

@@ -313,7 +313,10 @@ async fn invalid_utf8_quarantines_its_conversation_alone_and_the_rest_of_the_fil
     let copy = std::fs::read(firm.layout.store().join("quarantine").join(key)).unwrap();
     let to = offset_of(&latin1, b"<Conversation Id=\"c-2303\"");
     let damaged = latin1[from..to].trim_ascii_end();
-    assert_eq!(copy, damaged, "the quarantined copy is the damaged conversation");
+    assert_eq!(
+        copy, damaged,
+        "the quarantined copy is the damaged conversation"
+    );
     let reason: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             firm.layout
@@ -365,7 +368,10 @@ async fn invalid_utf8_quarantines_its_conversation_alone_and_the_rest_of_the_fil
         "{status:?}"
     );
     assert_eq!(status.sources.len(), 1);
-    assert_eq!(status.sources[0].problem, None, "the file itself was readable");
+    assert_eq!(
+        status.sources[0].problem, None,
+        "the file itself was readable"
+    );
     let events = status.sources[0].events;
     assert_eq!(
         (events.received, events.delivered, events.quarantined),

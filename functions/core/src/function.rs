@@ -169,6 +169,7 @@ pub async fn invoke_s3(
             }
             StageResult::Converted(outcome) => {
                 response.days.insert(outcome.day.clone());
+                response.days.extend(outcome.days);
                 let sidecar_days = outcome.sidecars.iter().filter_map(|k| k.split('/').nth(2));
                 response.days.extend(sidecar_days.map(str::to_string));
                 response.written.extend(outcome.sidecars);

@@ -257,7 +257,10 @@ impl Pipeline {
                         summary.quarantined.push((key.clone(), error));
                     }
                     StageResult::Converted(outcome) => {
-                        touched.insert((self.ctx.config.for_key(&key).name, outcome.day.clone()));
+                        let connector = self.ctx.config.for_key(&key).name;
+                        for day in &outcome.days {
+                            touched.insert((connector.clone(), day.clone()));
+                        }
                         // What was quarantined: the file, or one
                         // conversation of it (`<file>/conversation-line-N.xml`).
                         summary

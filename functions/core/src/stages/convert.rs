@@ -32,6 +32,8 @@ pub struct ConvertOutcome {
     pub sidecars: Vec<String>,
     /// The day the source file belongs to.
     pub day: String,
+    /// Every day the file brought events for (its status logs need a rebuild).
+    pub days: Vec<String>,
     /// What went to quarantine (the key of the copy, and why): single
     /// conversations, or the file when its XML broke.
     pub quarantined: Vec<(String, InputError)>,
@@ -139,6 +141,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
     // The file's own day always has its record, even when the file held
     // nothing (a day with no items is a row, not silence).
     days.entry(outcome.day.clone()).or_default();
+    outcome.days = days.keys().cloned().collect();
     for (day, share) in days {
         let source = SourceRecord {
             key: plain_key.to_string(),
