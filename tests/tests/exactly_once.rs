@@ -617,3 +617,55 @@ mod on_s3 {
         }
     }
 }
+
+#[tokio::test]
+async fn an_archive_made_before_the_ledger_gets_its_state_rebuilt_then_takes_continuations() {
+    let firm = new_firm(Granularity::ConversationDay);
+    firm.drop_export(NAME_20, file_of_the_20th().as_bytes(), true);
+    run(&firm).await;
+    // An archive from before the event ledger: mails keyed by conversation
+    // and day, no state of which events they carry.
+    let state = firm.layout.store().join("state/ice/events");
+    assert!(
+        state.is_dir(),
+        "the run keeps its ledger under {}",
+        state.display()
+    );
+    std::fs::remove_dir_all(&state).expect("remove the ledger");
+    std::fs::remove_dir_all(firm.layout.store().join(".meta/state/ice/events")).expect("metadata");
+
+    let rebuild = |context: &str| {
+        let output = Command::new(chat_archive_bin())
+            .arg("--data-dir")
+            .arg(&firm.layout.data_dir)
+            .args(["state", "rebuild", "--json"])
+            .output()
+            .expect("chat-archive runs");
+        assert!(output.status.success(), "{context}: {output:?}");
+        let line = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .map(str::to_string)
+            .unwrap_or_default();
+        let report: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        report["rebuilt"].clone()
+    };
+    let first = rebuild("first rebuild");
+    assert_eq!(first["parts"], 2, "two mails (the 20th, the 21st): {first}");
+    assert_eq!(first["ledgers"], 2, "{first}");
+    let again = rebuild("second rebuild");
+    assert_eq!(
+        (again["parts"].as_u64(), again["already_recorded"].as_u64()),
+        (Some(0), Some(2))
+    );
+
+    firm.drop_export(NAME_21, file_of_the_21st().as_bytes(), true);
+    run(&firm).await;
+    assert_each_token_once(&firm, &["A1", "A2", "A3", "B1", "B2"], "after the rebuild");
+    let status = day_status(&firm, "2026-11-21");
+    assert_adds_up(&status, "after the rebuild");
+    assert_eq!(
+        status.events.already_delivered, 1,
+        "A3 came again: {status:#?}"
+    );
+}

@@ -70,6 +70,21 @@ enum Command {
     /// XIP files: build and sign one, or verify one.
     #[command(subcommand)]
     Xip(xip::XipCommand),
+    /// The event ledger (which chat events each folder already holds).
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Rebuild the event ledger from the mails in the store, for an archive
+    /// made before the ledger existed (see docs/exactly-once.md). Safe to
+    /// run again: mails already recorded are left alone.
+    Rebuild {
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -170,6 +185,33 @@ async fn main() -> anyhow::Result<()> {
         Command::Invoke(args) => invoke(&layout, args).await,
         Command::ValidateConnection => sftp::validate(&layout).await,
         Command::Xip(command) => xip::run(command),
+        Command::State(StateCommand::Rebuild { json }) => {
+            let pipeline = Pipeline::local(&layout)?;
+            let config = &pipeline.ctx.config;
+            for connector in [&config.name, &config.xip.name] {
+                let rebuilt =
+                    chat_archive_core::ledger::rebuild(pipeline.ctx.store.as_ref(), connector)
+                        .await
+                        .with_context(|| format!("rebuilding the {connector} event ledger"))?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(
+                            &serde_json::json!({ "connector": connector, "rebuilt": rebuilt })
+                        )?
+                    );
+                    continue;
+                }
+                println!(
+                    "{connector}: {} mail(s) recorded, {} already recorded, {} conversation-day ledger(s) in all",
+                    rebuilt.parts, rebuilt.already_recorded, rebuilt.ledgers
+                );
+                for skipped in &rebuilt.skipped {
+                    println!("  not recorded: {skipped}");
+                }
+            }
+            Ok(())
+        }
         Command::Config => {
             let pipeline = Pipeline::local(&layout)?;
             print!(

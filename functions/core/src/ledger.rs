@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::mail::item_id;
 use crate::model::{ChatEvent, EventKind, Participant};
 use crate::ports::{Metadata, ObjectStore};
+use mail_parser::MimeHeaders;
 
 /// Attempts at a conditional write before giving up (each one lost to
 /// another writer that made progress).
@@ -260,6 +261,132 @@ pub async fn update(
         key,
         format!("event ledger still contended after {CLAIM_ATTEMPTS} attempts"),
     ))
+}
+
+/// What [`rebuild`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Rebuilt {
+    /// Conversation-day ledgers written.
+    pub ledgers: u64,
+    /// Mails recorded as parts of them.
+    pub parts: u64,
+    /// Mails already named by a ledger (nothing to do).
+    pub already_recorded: u64,
+    /// Mails that could not be read back, each with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Rebuilds the event ledgers of a connector from the mails in the store, for
+/// an archive made before the ledger existed (mails keyed by conversation and
+/// day). Each mail's events are read back from the conversation's original
+/// XML attached to it (its day's events), so every event a mail carries is
+/// recorded as delivered and a later file brings only what is really new.
+/// Idempotent: mails a ledger already names are left alone.
+pub async fn rebuild(store: &dyn ObjectStore, connector: &str) -> Result<Rebuilt> {
+    let mut rebuilt = Rebuilt::default();
+    for sidecar_key in store.list(&format!("mail/{connector}/")).await? {
+        if !sidecar_key.ends_with(".json") {
+            continue;
+        }
+        match rebuild_one(store, &sidecar_key).await {
+            Ok(true) => rebuilt.parts += 1,
+            Ok(false) => rebuilt.already_recorded += 1,
+            Err(reason) => {
+                tracing::warn!(sidecar_key, %reason, "mail not recorded in the event ledger");
+                rebuilt.skipped.push(format!("{sidecar_key}: {reason}"));
+            }
+        }
+    }
+    rebuilt.ledgers = store
+        .list(&format!("state/{connector}/events/"))
+        .await?
+        .len() as u64;
+    Ok(rebuilt)
+}
+
+/// Records one mail; `false` when a ledger named it already.
+async fn rebuild_one(store: &dyn ObjectStore, sidecar_key: &str) -> Result<bool> {
+    let sidecar: crate::mail::MailSidecar =
+        serde_json::from_slice(&store.get_bytes(sidecar_key).await?)
+            .map_err(|e| Error::store(sidecar_key, format!("not a mail sidecar: {e}")))?;
+    let day_text = sidecar.day.to_string();
+    let raw = store
+        .get_bytes(&crate::stages::keys::mail(
+            &sidecar.connector,
+            &day_text,
+            &sidecar.item_id,
+        ))
+        .await?;
+    let events =
+        events_of_mail(&raw, &sidecar).map_err(|reason| Error::store(sidecar_key, reason))?;
+    let key = key(
+        &sidecar.connector,
+        &sidecar.folder,
+        sidecar.day,
+        &sidecar.conversation_id,
+    );
+    let mut added = false;
+    update(
+        store,
+        &key,
+        || Ledger {
+            connector: sidecar.connector.clone(),
+            conversation_id: sidecar.conversation_id.clone(),
+            day: Some(sidecar.day),
+            folder: sidecar.folder.clone(),
+            ..Ledger::default()
+        },
+        |ledger| {
+            added = !ledger.parts.iter().any(|p| p.item_id == sidecar.item_id);
+            if added {
+                let first = item_id(&sidecar.connector, &[&sidecar.conversation_id, &day_text]);
+                let part = LedgerPart {
+                    item_id: sidecar.item_id.clone(),
+                    message_id: sidecar.message_id.clone(),
+                    source_key: sidecar.lineage.plain_key.clone(),
+                    source_sha256: sidecar.lineage.plain_sha256.clone(),
+                    events: events.clone(),
+                };
+                // The day's first mail stays first: continuations thread to it.
+                match sidecar.item_id == first {
+                    true => ledger.parts.insert(0, part),
+                    false => ledger.parts.push(part),
+                }
+                ledger.add_participants(&sidecar.participants);
+            }
+            added
+        },
+    )
+    .await?;
+    Ok(added)
+}
+
+/// The identities of the events a mail carries: its conversation's events
+/// of the mail's day, from the original XML attached to it.
+fn events_of_mail(raw: &[u8], sidecar: &crate::mail::MailSidecar) -> Result<Vec<String>, String> {
+    let message = mail_parser::MessageParser::default()
+        .parse(raw)
+        .ok_or("not a readable mail")?;
+    let original = message
+        .attachments()
+        .find(|a| {
+            a.attachment_name()
+                .is_some_and(|n| n.starts_with("conversation-") && n.ends_with(".xml"))
+        })
+        .ok_or("no original conversation XML attached (only ICE mails can be read back)")?;
+    let mut xml = b"<IceChatExport>".to_vec();
+    xml.extend_from_slice(original.contents());
+    xml.extend_from_slice(b"</IceChatExport>");
+    let conversation = crate::formats::ice::IceReader::new(xml.as_slice(), "attached XML")
+        .next()
+        .ok_or("the attached XML holds no conversation")?
+        .map_err(|e| e.to_string())?;
+    let of_day: Vec<&ChatEvent> = conversation
+        .events
+        .iter()
+        .filter(|e| e.time.date_naive() == sidecar.day)
+        .collect();
+    Ok(event_ids(&conversation.id, &of_day))
 }
 
 #[cfg(test)]
