@@ -11,7 +11,8 @@
 #![no_main]
 
 use chat_archive_core::config::ConnectorConfig;
-use chat_archive_core::formats::{ice::IceReader, payload};
+use chat_archive_core::formats::ice::{IceReader, ReadError};
+use chat_archive_core::formats::payload;
 use chat_archive_core::mail::{build_mails, Lineage};
 use chrono::NaiveDate;
 use libfuzzer_sys::fuzz_target;
@@ -24,7 +25,13 @@ fuzz_target!(|data: &[u8]| {
         while let Some(result) = conversations.next() {
             let conversation = match result {
                 Ok(conversation) => conversation,
-                Err(_) => {
+                // A bad conversation: its bytes are the element, start tag
+                // to end tag, and reading goes on after it.
+                Err(ReadError::Conversation(bad)) => {
+                    assert!(bad.raw.starts_with(b"<Conversation"), "quarantined bytes");
+                    continue;
+                }
+                Err(ReadError::File(_)) => {
                     assert!(conversations.next().is_none(), "reader not fused");
                     break;
                 }
