@@ -32,6 +32,7 @@ def read(path):
         "subject": str(message.get("Subject", "")),
         "conversation": str(message.get("X-Chat-Conversation-Id", "")),
         "day": str(message.get("X-Chat-Day", "")),
+        "dialect": str(message.get("X-Chat-Dialect", "")),
         "source_file": str(message.get("X-Chat-Source-File", "")),
         "plain": plain.get_content() if plain is not None else "",
         "attachments": attachments,

@@ -17,6 +17,7 @@ pub struct ReadMail {
     pub subject: String,
     pub conversation: String,
     pub day: String,
+    pub dialect: String,
     pub source_file: String,
     /// The text/plain body, decoded.
     pub plain: String,

@@ -75,6 +75,10 @@ fn digest(conversation_id: &str, event: &ChatEvent) -> String {
         }
         EventKind::Entered => field(b"entered"),
         EventKind::Left => field(b"left"),
+        EventKind::Notice { text } => {
+            field(b"notice");
+            field(text.as_bytes());
+        }
         EventKind::FileTransfer(file) => {
             field(b"file");
             field(file.file_name.as_bytes());

@@ -29,11 +29,20 @@ pub struct FileTransfer {
 /// What happened at one point of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    Message { text: String },
+    Message {
+        text: String,
+    },
     Entered,
     Left,
-    Disclaimer { text: String },
+    Disclaimer {
+        text: String,
+    },
     FileTransfer(FileTransfer),
+    /// A system line the transcript shows as it is (an invitation, a file
+    /// transfer whose bytes ship elsewhere, a system message).
+    Notice {
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +80,31 @@ pub enum OriginalFormat {
     /// The `<Conversation>` element of an ICE Chat export.
     #[default]
     IceXml,
+    /// The `<Conversation>` element of a FileDump export (Actiance form).
+    FileDumpXml,
+    /// The `<Conversation>` element of a Bloomberg IB FileDump export.
+    BloombergXml,
     /// The `item.json` of a XIP item.
     XipItemJson,
 }
 
 impl OriginalFormat {
+    /// The dialect the conversation was read in, for headers and status logs.
+    pub fn dialect(self) -> &'static str {
+        match self {
+            OriginalFormat::IceXml => "ICE Chat export",
+            OriginalFormat::FileDumpXml => "FileDump (Actiance)",
+            OriginalFormat::BloombergXml => "Bloomberg IB",
+            OriginalFormat::XipItemJson => "XIP",
+        }
+    }
+
     /// File name and media type of the attachment for conversation `id`.
     pub fn attachment(self, id: &str) -> (String, &'static str) {
         match self {
-            OriginalFormat::IceXml => (format!("conversation-{id}.xml"), "application/xml"),
+            OriginalFormat::IceXml | OriginalFormat::FileDumpXml | OriginalFormat::BloombergXml => {
+                (format!("conversation-{id}.xml"), "application/xml")
+            }
             OriginalFormat::XipItemJson => (format!("item-{id}.json"), "application/json"),
         }
     }

@@ -144,6 +144,9 @@ pub struct SourceRecord {
     pub items: u64,
     #[serde(default)]
     pub events: EventCounts,
+    /// The export's dialect (`ICE Chat export`, `FileDump (Actiance)`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }

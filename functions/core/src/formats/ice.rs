@@ -19,6 +19,7 @@ use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesDecl, BytesRef, BytesStart, Event};
 use quick_xml::Reader;
 
+use super::filedump::{self, DumpEvent, Record};
 use crate::error::{InputError, Place};
 use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
 
@@ -38,9 +39,21 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// The vocabulary of an export, told by its root element.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Vocabulary {
+    /// `<IceChatExport>` (`docs/ice-chat-format.md`).
+    #[default]
+    IceChat,
+    /// `<FileDump>`: the Actiance and Bloomberg forms
+    /// (`docs/filedump-format.md`; which of the two, each conversation says).
+    FileDump,
+}
+
 /// The attributes of the root element.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportHeader {
+    pub vocabulary: Vocabulary,
     pub firm_code: Option<String>,
     pub export_date: Option<NaiveDate>,
     pub version: Option<String>,
@@ -223,17 +236,25 @@ impl<R: BufRead> IceReader<R> {
     }
 
     fn open_root(&mut self, tag: &BytesStart<'_>, at: u64, empty: bool) -> Result<(), InputError> {
-        if tag.name().as_ref() != ROOT.as_bytes() {
-            let found = String::from_utf8_lossy(tag.name().as_ref()).into_owned();
-            let reason = format!("root element is <{found}>, expected <{ROOT}>");
-            return Err(self.error_at(at, reason));
-        }
+        let vocabulary = match tag.name().as_ref() {
+            name if name == ROOT.as_bytes() => Vocabulary::IceChat,
+            name if name == filedump::ROOT.as_bytes() => Vocabulary::FileDump,
+            other => {
+                let found = String::from_utf8_lossy(other).into_owned();
+                let reason = format!(
+                    "root element is <{found}>, expected <{ROOT}> or <{}>",
+                    filedump::ROOT
+                );
+                return Err(self.error_at(at, reason));
+            }
+        };
         let attrs = self.attributes(tag, at)?;
         let export_date = match attrs.get("ExportDate") {
             Some(value) => Some(self.parse_date(value, at)?),
             None => None,
         };
         self.header = Some(ExportHeader {
+            vocabulary,
             firm_code: attrs.get_owned("FirmCode"),
             export_date,
             version: attrs.get_owned("Version"),
@@ -330,6 +351,9 @@ impl<R: BufRead> IceReader<R> {
     ) -> Result<Conversation, InputError> {
         let line = self.line_column(at).0;
         self.roster.clear();
+        if self.vocabulary() == Vocabulary::FileDump {
+            return self.dump_conversation(at, line, empty);
+        }
         let mut conv = self.conversation_head(tag, at, line)?;
         if !empty {
             self.conversation_body(&mut conv, true)?;
@@ -337,6 +361,123 @@ impl<R: BufRead> IceReader<R> {
         let end = self.xml.buffer_position();
         conv.original_xml = self.xml.get_ref().slice(at, end).to_vec();
         Ok(conv)
+    }
+
+    fn vocabulary(&self) -> Vocabulary {
+        self.header
+            .as_ref()
+            .map(|h| h.vocabulary)
+            .unwrap_or_default()
+    }
+
+    /// A FileDump conversation: its fields and events are child elements.
+    fn dump_conversation(
+        &mut self,
+        at: u64,
+        line: u64,
+        empty: bool,
+    ) -> Result<Conversation, InputError> {
+        let mut conv = Conversation {
+            id: String::new(),
+            kind: None,
+            room_name: None,
+            start: None,
+            participants: Vec::new(),
+            events: Vec::new(),
+            original_xml: Vec::new(),
+            original_format: crate::model::OriginalFormat::FileDumpXml,
+            line,
+        };
+        if !empty {
+            self.dump_body(&mut conv)?;
+        }
+        if conv.id.is_empty() {
+            return Err(self.error_at(at, "<Conversation> has no RoomID"));
+        }
+        let end = self.xml.buffer_position();
+        conv.original_xml = self.xml.get_ref().slice(at, end).to_vec();
+        Ok(conv)
+    }
+
+    fn dump_body(&mut self, conv: &mut Conversation) -> Result<(), InputError> {
+        loop {
+            let (ev, at) = self.next_event()?;
+            let tag = match ev {
+                Ev::Start(tag) => tag,
+                Ev::Empty(tag) => match DumpEvent::from_tag(tag.name().as_ref()) {
+                    Some(kind) => {
+                        let reason =
+                            format!("<{}> {}", kind.as_str(), "has no DateTimeUTC or DateTime");
+                        return Err(self.error_at(at, reason));
+                    }
+                    None => continue,
+                },
+                Ev::End => return Ok(()),
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Text(_) | Ev::Other => continue,
+            };
+            let name = tag.name();
+            if let Some(kind) = DumpEvent::from_tag(name.as_ref()) {
+                let record = self.dump_record(true)?;
+                if record.has_user_block {
+                    conv.original_format = crate::model::OriginalFormat::BloombergXml;
+                }
+                let event = filedump::event(kind, &record)
+                    .map_err(|reason| self.error_at(at, format!("<{}> {reason}", kind.as_str())))?;
+                if let Some(participant) = filedump::participant(&record) {
+                    self.roster.add_met(conv, participant);
+                }
+                conv.events.push(event);
+                continue;
+            }
+            match name.as_ref() {
+                b"RoomID" => {
+                    conv.id = self.element_text()?.trim().to_string();
+                    if let Some((id, _)) = self.current.as_mut() {
+                        id.clone_from(&conv.id);
+                    }
+                }
+                field @ (b"StartTimeUTC" | b"StartTime") => {
+                    let utc = field == b"StartTimeUTC";
+                    let value = self.element_text()?;
+                    if utc || conv.start.is_none() {
+                        let time = filedump::parse_time(&value).ok_or_else(|| {
+                            let field = if utc { "StartTimeUTC" } else { "StartTime" };
+                            self.error_at(
+                                at,
+                                format!("<Conversation>: invalid {field} {:?}", value.trim()),
+                            )
+                        })?;
+                        conv.start = Some(time);
+                    }
+                }
+                _ => self.skip_element()?,
+            }
+        }
+    }
+
+    /// The fields of an event element (its child elements' text); a
+    /// `<User>` block directly inside it is flattened in.
+    fn dump_record(&mut self, user_allowed: bool) -> Result<Record, InputError> {
+        let mut record = Record::default();
+        loop {
+            let (ev, at) = self.next_event()?;
+            match ev {
+                Ev::Start(tag) if user_allowed && tag.name().as_ref() == b"User" => {
+                    record.has_user_block = true;
+                    let user = self.dump_record(false)?;
+                    record.fields.extend(user.fields);
+                }
+                Ev::Start(tag) => {
+                    let name = String::from_utf8_lossy(tag.name().as_ref()).into_owned();
+                    let text = self.element_text()?;
+                    record.fields.push((name, text));
+                }
+                Ev::End => return Ok(record),
+                Ev::Eof => return Err(self.eof_error(at)),
+                Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
+            }
+        }
     }
 
     fn conversation_head(
@@ -873,6 +1014,15 @@ impl Roster {
         known.email = listed.email.or(known.email.take());
     }
 
+    /// A participant met in an event (FileDump): details missing so far are
+    /// filled in, known ones kept (a later event may carry fewer fields).
+    fn add_met(&mut self, conv: &mut Conversation, met: Participant) {
+        let known = self.entry(conv, &met.im_id);
+        known.name = known.name.take().or(met.name);
+        known.company = known.company.take().or(met.company);
+        known.email = known.email.take().or(met.email);
+    }
+
     /// Makes sure everyone who acts in or receives an event is a participant,
     /// and fills missing emails from `SenderEmail` / `RecipientEmail`, so that
     /// mapping to mailboxes can rely on `participants` alone.
@@ -1136,6 +1286,98 @@ mod tests {
         IceReader::new(xml.as_bytes(), "test.xml")
             .map(|r| r.map_err(InputError::from))
             .collect()
+    }
+
+    #[test]
+    fn reads_the_actiance_filedump_sample() {
+        let xml = include_str!("../../../../examples/filedump/actiance-sample.xml");
+        let mut reader = IceReader::new(xml.as_bytes(), "actiance-sample.xml");
+        let conv = reader.next().expect("one").expect("valid");
+        assert!(reader.next().is_none());
+        assert_eq!(
+            reader.header().map(|h| h.vocabulary),
+            Some(Vocabulary::FileDump)
+        );
+        assert_eq!(
+            conv.original_format,
+            crate::model::OriginalFormat::FileDumpXml
+        );
+        assert_eq!(conv.id, "rates-desk-2026-11-20");
+        assert_eq!(conv.start, Some(utc(8, 0, 0)));
+        assert_eq!(conv.events.len(), 8);
+        assert_eq!(
+            texts(&conv),
+            [
+                "Morning Zoë, can you show Dec/Jan?",
+                "1.2 / 1.4, good for 50"
+            ]
+        );
+        // Seconds and milliseconds mixed in one file.
+        assert_eq!(conv.events[1].time, utc(8, 0, 2));
+        assert_eq!(conv.events[3].time, utc(8, 2, 5));
+        let zoe = conv.participant("zmuller7").expect("zoe");
+        assert_eq!(zoe.email.as_deref(), Some("zoe.mueller@globex.example"));
+        assert_eq!(conv.participants.len(), 2);
+        assert!(
+            matches!(&conv.events[4].kind, EventKind::Notice { text } if text.contains("term-sheet.pdf"))
+        );
+        assert!(
+            matches!(&conv.events[6].kind, EventKind::Disclaimer { text } if text.contains("recorded"))
+        );
+        assert_eq!(conv.events[7].kind, EventKind::Left);
+        let raw = String::from_utf8(conv.original_xml).expect("utf-8");
+        assert!(raw.starts_with("<Conversation Perspective=") && raw.ends_with("</Conversation>"));
+        assert!(raw.contains("<EndTimeUTC>"), "unknown elements are kept");
+    }
+
+    #[test]
+    fn reads_the_bloomberg_sample_by_uuid_and_corporate_address() {
+        let xml = include_str!("../../../../examples/filedump/bloomberg-sample.xml");
+        let conv = IceReader::new(xml.as_bytes(), "bloomberg-sample.xml")
+            .next()
+            .expect("one")
+            .expect("valid");
+        assert_eq!(
+            conv.original_format,
+            crate::model::OriginalFormat::BloombergXml
+        );
+        assert_eq!(conv.id, "PCHAT-0x1000000002A9F1");
+        assert_eq!(
+            conv.start,
+            Some(utc(9, 0, 0)),
+            "StartTimeUTC wins over StartTime"
+        );
+        let alice = conv.participant("20345678").expect("Alice by UUID");
+        assert_eq!(alice.name.as_deref(), Some("Alice Smith"));
+        assert_eq!(alice.email.as_deref(), Some("asmith@acme.example"));
+        assert_eq!(alice.company.as_deref(), Some("ACME CAPITAL"));
+        assert_eq!(
+            texts(&conv),
+            ["Axe in 5y EUR swaps, anyone?", "我们可以做 25 mio"]
+        );
+        assert!(
+            matches!(&conv.events[3].kind, EventKind::Notice { text } if text.contains("ATT-6F2C-0001"))
+        );
+        assert_eq!(
+            conv.events.last().map(|e| e.im_id.as_str()),
+            Some("30999111")
+        );
+    }
+
+    #[test]
+    fn a_filedump_conversation_without_room_or_time_is_quarantined_alone() {
+        let xml = "<FileDump><Conversation><Message><LoginName>a</LoginName><Content>x</Content></Message></Conversation>\
+            <Conversation><StartTimeUTC>1795161600</StartTimeUTC></Conversation>\
+            <Conversation><RoomID>ok</RoomID></Conversation></FileDump>";
+        let reads: Vec<_> = IceReader::new(xml.as_bytes(), "d.xml").collect();
+        assert_eq!(reads.len(), 3);
+        assert!(
+            matches!(&reads[0], Err(ReadError::Conversation(b)) if b.error.reason.contains("no DateTimeUTC"))
+        );
+        assert!(
+            matches!(&reads[1], Err(ReadError::Conversation(b)) if b.error.reason.contains("no RoomID"))
+        );
+        assert!(matches!(&reads[2], Ok(c) if c.id == "ok"));
     }
 
     #[test]
@@ -1570,7 +1812,7 @@ mod tests {
         let (_, root) = first_error("<?xml version=\"1.0\"?>\n<Export/>");
         assert_eq!(
             root.reason,
-            "root element is <Export>, expected <IceChatExport>"
+            "root element is <Export>, expected <IceChatExport> or <FileDump>"
         );
         assert_eq!(at(&root), (2, 1));
         let (_, id) = first_error(&export("<Conversation Type=\"Group\"/>"));

@@ -285,6 +285,10 @@ fn render(
             Text::new(one_line(&conversation.id)),
         )
         .header("X-Chat-Day", Text::new(slice.day.to_string()))
+        .header(
+            "X-Chat-Dialect",
+            Text::new(conversation.original_format.dialect()),
+        )
         .header("X-Chat-Source-File", Text::new(one_line(&lineage.raw_key)))
         .header(
             "X-Chat-Source-SHA256",

@@ -48,6 +48,7 @@ impl<'a> Transcript<'a> {
                     EventKind::Message { text } => (Cow::Borrowed(text.as_str()), true),
                     EventKind::Entered => (Cow::Borrowed("entered the conversation"), false),
                     EventKind::Left => (Cow::Borrowed("left the conversation"), false),
+                    EventKind::Notice { text } => (Cow::Borrowed(text.as_str()), false),
                     EventKind::Disclaimer { text } => {
                         (Cow::Owned(format!("Disclaimer: {text}")), false)
                     }

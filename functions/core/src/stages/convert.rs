@@ -94,6 +94,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         sender,
         days: BTreeMap::new(),
         quarantined: Vec::new(),
+        dialect: None,
     };
     let parsing = {
         let (base, key) = (base.clone(), plain_key.to_string());
@@ -102,7 +103,12 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
                 true => archivist.parse_xip(body, &key, &base),
                 false => archivist.parse_all(body, &key, &base),
             };
-            (archivist.days, archivist.quarantined, result)
+            (
+                archivist.days,
+                archivist.quarantined,
+                archivist.dialect,
+                result,
+            )
         })
     };
     let mut outcome = ConvertOutcome::default();
@@ -117,7 +123,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         };
         outcome.sidecars.push(key);
     }
-    let (mut days, quarantined, parsed) = parsing
+    let (mut days, quarantined, dialect, parsed) = parsing
         .await
         .map_err(|e| Error::Config(format!("conversion task failed: {e}")))?;
     outcome.quarantined = quarantined;
@@ -148,6 +154,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
             sha256: info.sha256.clone(),
             items: share.items,
             events: share.events,
+            dialect: dialect.map(str::to_string),
             problem: problem
                 .as_ref()
                 .filter(|_| day == outcome.day)
@@ -185,6 +192,8 @@ struct Archivist {
     sender: mpsc::Sender<Output>,
     days: BTreeMap<String, DayShare>,
     quarantined: Vec<(String, InputError)>,
+    /// The dialect of the file's first conversation.
+    dialect: Option<&'static str>,
 }
 
 impl Archivist {
@@ -279,6 +288,8 @@ impl Archivist {
         lineage: &Lineage,
         fallback_day: NaiveDate,
     ) -> Result<()> {
+        self.dialect
+            .get_or_insert(conversation.original_format.dialect());
         let listed = std::mem::take(&mut conversation.participants);
         let result = events_by_day(conversation, fallback_day)
             .into_iter()
