@@ -155,11 +155,14 @@ impl LocalStore {
         Ok(())
     }
 
-    /// An exclusive lock on `key` across processes, held while the file lives.
+    /// An exclusive lock on `key` across processes, held while the file
+    /// lives. Keys share 256 lock files (by their digest's first byte): the
+    /// locks are held for one small write, and a million ledgers must not
+    /// leave a million lock files behind.
     async fn lock(&self, key: &str) -> Result<std::fs::File> {
         let dir = self.root.join(LOCKS_DIR);
         create_dir_all(&dir).await?;
-        let path = dir.join(hex::encode(Sha256::digest(key.as_bytes())));
+        let path = dir.join(hex::encode(&Sha256::digest(key.as_bytes())[..1]));
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
             let file = std::fs::OpenOptions::new()
@@ -379,6 +382,94 @@ mod tests {
         assert!(store.list("raw/").await.unwrap().is_empty());
         store.delete("plain/ice/a.xml").await.unwrap();
         assert!(store.head("plain/ice/a.xml").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_lose_no_update_between_concurrent_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(dir.path()));
+        let key = "state/ice/events/2026-11-20/x.json";
+        assert!(store
+            .put_if(key, b"0".to_vec(), &Metadata::new(), None)
+            .await
+            .unwrap());
+        assert!(!store
+            .put_if(key, b"0".to_vec(), &Metadata::new(), None)
+            .await
+            .unwrap());
+        let (_, version) = store.get_versioned(key).await.unwrap().unwrap();
+        assert!(!store
+            .put_if(key, b"1".to_vec(), &Metadata::new(), Some("stale"))
+            .await
+            .unwrap());
+        assert_eq!(store.get_bytes(key).await.unwrap(), b"0");
+        assert!(store
+            .put_if(key, b"0".to_vec(), &Metadata::new(), Some(&version))
+            .await
+            .unwrap());
+        // Sixteen writers each add one, re-reading whenever they lose.
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let (bytes, version) = store.get_versioned(key).await.unwrap().unwrap();
+                    let n: u32 = String::from_utf8(bytes).unwrap().parse().unwrap();
+                    let next = (n + 1).to_string().into_bytes();
+                    if store
+                        .put_if(key, next, &Metadata::new(), Some(&version))
+                        .await
+                        .unwrap()
+                    {
+                        return;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(store.get_bytes(key).await.unwrap(), b"16");
+    }
+
+    #[tokio::test]
+    async fn evidence_keeps_its_earlier_version_and_hand_placed_objects_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let meta = Metadata::new();
+        let first = store
+            .put_bytes("raw/ice/a.pgp", b"one".to_vec(), &meta)
+            .await
+            .unwrap();
+        store
+            .put_bytes("raw/ice/a.pgp", b"two".to_vec(), &meta)
+            .await
+            .unwrap();
+        let kept = dir
+            .path()
+            .join(".versions/raw/ice/a.pgp")
+            .join(&first.sha256);
+        assert_eq!(std::fs::read(kept).unwrap(), b"one");
+        assert_eq!(store.list("").await.unwrap(), vec!["raw/ice/a.pgp"]);
+        // Reports are rebuilt in place: no versions kept.
+        store
+            .put_bytes("reports/ice/s.json", b"1".to_vec(), &meta)
+            .await
+            .unwrap();
+        store
+            .put_bytes("reports/ice/s.json", b"2".to_vec(), &meta)
+            .await
+            .unwrap();
+        assert!(!dir.path().join(".versions/reports").exists());
+        // A mapping CSV copied in by hand, with no metadata.
+        std::fs::create_dir_all(dir.path().join("config/ice")).unwrap();
+        std::fs::write(dir.path().join("config/ice/mapping.csv"), b"ImId,Mailbox\n").unwrap();
+        let info = store.head("config/ice/mapping.csv").await.unwrap().unwrap();
+        assert_eq!(info.size, 13);
+        assert_eq!(
+            store.get_bytes("config/ice/mapping.csv").await.unwrap(),
+            b"ImId,Mailbox\n"
+        );
     }
 
     #[tokio::test]

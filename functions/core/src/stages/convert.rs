@@ -309,16 +309,11 @@ impl Archivist {
         positions: &[usize],
     ) -> Result<()> {
         let config = &self.config;
-        let ids = {
-            let events: Vec<&ChatEvent> =
-                positions.iter().map(|&i| &conversation.events[i]).collect();
-            ledger::event_ids(&conversation.id, &events)
-        };
+        let events: Vec<&ChatEvent> = positions.iter().map(|&i| &conversation.events[i]).collect();
+        let ids = ledger::event_ids(&conversation.id, &events);
         let key = ledger::key(&config.name, &config.folder, day, &conversation.id);
         let mut claimed = Vec::new();
         let stored = {
-            let events: Vec<&ChatEvent> =
-                positions.iter().map(|&i| &conversation.events[i]).collect();
             let fresh = || Ledger {
                 connector: config.name.clone(),
                 conversation_id: conversation.id.clone(),
@@ -386,11 +381,11 @@ impl Archivist {
                 }
             }
             let wanted: HashSet<&str> = part.events.iter().map(String::as_str).collect();
-            let events: Vec<&ChatEvent> = positions
+            let events: Vec<&ChatEvent> = events
                 .iter()
                 .zip(&ids)
                 .filter(|(_, id)| wanted.contains(id.as_str()))
-                .map(|(&i, _)| &conversation.events[i])
+                .map(|(&event, _)| event)
                 .collect();
             let continues =
                 (index > 0 && config.granularity == Granularity::ConversationDay).then(|| {
