@@ -1,5 +1,6 @@
 //! `chat-archive`: the operator's command line.
 
+mod admin;
 mod demo;
 mod progress;
 mod sftp;
@@ -55,9 +56,15 @@ enum Command {
     /// Key pairs for the ICE set-up.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// The custom user mapping (ImId -> mailbox).
+    /// The custom user mapping (ImId -> mailbox): template, set, show.
     #[command(subcommand)]
-    Mapping(MappingCommand),
+    Mapping(admin::MappingCommand),
+    /// Maildir mailboxes of the embedded defaults: add, list.
+    #[command(subcommand)]
+    Mailbox(admin::MailboxCommand),
+    /// The connector's secret (keys, passwords): set a field, list fields.
+    #[command(subcommand)]
+    Secret(admin::SecretCommand),
     /// Show the status log of a day (default: every day on record).
     Status(StatusArgs),
     /// Re-invoke one stage by hand with an event file (see events/).
@@ -124,12 +131,6 @@ enum KeysCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum MappingCommand {
-    /// Print the mapping CSV template.
-    Template,
-}
-
 #[derive(clap::Args)]
 struct StatusArgs {
     /// The day (YYYY-MM-DD) to show.
@@ -177,10 +178,9 @@ async fn main() -> anyhow::Result<()> {
             out,
             force,
         }) => generate_keys(&layout, &firm_code, &user_id, passphrase_file, &out, force).await,
-        Command::Mapping(MappingCommand::Template) => {
-            print!("{}", chat_archive_core::mapping::csv_template());
-            Ok(())
-        }
+        Command::Mapping(command) => admin::mapping(&layout, command).await,
+        Command::Mailbox(command) => admin::mailbox(&layout, command).await,
+        Command::Secret(command) => admin::secret(&layout, command).await,
         Command::Status(args) => show::status(&layout, args.day.as_deref(), args.json).await,
         Command::Invoke(args) => invoke(&layout, args).await,
         Command::ValidateConnection => sftp::validate(&layout).await,

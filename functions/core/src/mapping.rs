@@ -32,6 +32,15 @@ pub fn csv_template() -> String {
         .to_string()
 }
 
+/// Rows added, removed and changed (ImId, old mailbox, new mailbox) between
+/// two mapping CSVs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MappingDiff {
+    pub added: Vec<(String, String)>,
+    pub removed: Vec<(String, String)>,
+    pub changed: Vec<(String, String, String)>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MappingTable {
     /// Lower-cased ImId -> (mailbox, CSV row).
@@ -47,6 +56,36 @@ impl MappingTable {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Every usable row: lower-cased ImId -> mailbox, in ImId order.
+    pub fn rows(&self) -> std::collections::BTreeMap<&str, &str> {
+        self.rows
+            .iter()
+            .map(|(im_id, (mailbox, _))| (im_id.as_str(), mailbox.as_str()))
+            .collect()
+    }
+
+    /// What changes from `self` (the mapping in use) to `new`.
+    pub fn diff(&self, new: &MappingTable) -> MappingDiff {
+        let (old, new) = (self.rows(), new.rows());
+        let mut diff = MappingDiff::default();
+        for (im_id, mailbox) in &new {
+            match old.get(im_id) {
+                None => diff.added.push((im_id.to_string(), mailbox.to_string())),
+                Some(before) if before != mailbox => {
+                    diff.changed
+                        .push((im_id.to_string(), before.to_string(), mailbox.to_string()))
+                }
+                Some(_) => {}
+            }
+        }
+        for (im_id, mailbox) in &old {
+            if !new.contains_key(im_id) {
+                diff.removed.push((im_id.to_string(), mailbox.to_string()));
+            }
+        }
+        diff
     }
 
     pub fn mailbox_for(&self, im_id: &str) -> Option<(&str, u64)> {
@@ -322,5 +361,35 @@ mod tests {
         let table = MappingTable::from_csv(csv_template().as_bytes(), "template");
         assert!(table.problems.is_empty(), "{:?}", table.problems);
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_new_csv_is_compared_row_by_row_with_the_one_in_use() {
+        let old = MappingTable::from_csv(
+            b"ImId,Mailbox\njdoe1,jdoe@acme.example\nasmith2,asmith@acme.example\n",
+            "old.csv",
+        );
+        let new = MappingTable::from_csv(
+            b"ImId,Mailbox\nJDOE1,john.doe@acme.example\nbwayne3,bwayne@acme.example\n",
+            "new.csv",
+        );
+        let diff = old.diff(&new);
+        assert_eq!(
+            diff.added,
+            [("bwayne3".to_string(), "bwayne@acme.example".to_string())]
+        );
+        assert_eq!(
+            diff.removed,
+            [("asmith2".to_string(), "asmith@acme.example".to_string())]
+        );
+        assert_eq!(
+            diff.changed,
+            [(
+                "jdoe1".to_string(),
+                "jdoe@acme.example".to_string(),
+                "john.doe@acme.example".to_string()
+            )]
+        );
+        assert_eq!(new.diff(&new), MappingDiff::default());
     }
 }

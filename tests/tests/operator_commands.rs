@@ -1,0 +1,190 @@
+//! The operator's first hour, by command, as the README tells it: a mapping
+//! CSV stored with `mapping set` (or copied into the store by hand), a
+//! mailbox provisioned with `mailbox add`, secret fields set and listed
+//! without ever showing a value. Each is run as the `chat-archive` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chat_archive_core::crypto::SignaturePolicy;
+use integration_tests::local::Firm;
+use integration_tests::readback::{occurrences, read_folder};
+
+const JDOE: &str = "jdoe@acme.example";
+const ASMITH: &str = "asmith@acme.example";
+const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
+
+fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
+        .arg("--data-dir")
+        .arg(&firm.layout.data_dir)
+        .args(args)
+        .output()
+        .expect("chat-archive runs")
+}
+
+fn ok(firm: &Firm, args: &[&str]) -> String {
+    let output = chat_archive(firm, args);
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn ice_folder(firm: &Firm, mailbox: &str) -> std::path::PathBuf {
+    chat_archive_core::adapters::MaildirSink::new(firm.layout.mailboxes())
+        .folder_dir(mailbox, "ICE Chat")
+        .expect("folder")
+}
+
+#[test]
+fn mapping_set_reports_each_bad_row_and_what_changed_then_a_run_uses_it() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    let csv = firm.dir.path().join("mapping.csv");
+    std::fs::write(
+        &csv,
+        "ImId,Mailbox\nasmith2,asmith@acme.example\nbroken row\nzmuller7,not-an-address\n",
+    )
+    .unwrap();
+    let out = ok(&firm, &["mapping", "set", csv.to_str().unwrap()]);
+    assert!(out.contains("row 3: expected 2 fields"), "{out}");
+    assert!(out.contains("row 4:"), "{out}");
+    assert!(
+        out.contains("1 row(s); 1 added, 0 removed, 0 changed"),
+        "{out}"
+    );
+    assert!(out.contains("+ asmith2 -> asmith@acme.example"), "{out}");
+
+    // A new version: one row changed, one added, one removed.
+    std::fs::write(
+        &csv,
+        "ImId,Mailbox\nbwayne3,bwayne@acme.example\nzmuller7,asmith@acme.example\n",
+    )
+    .unwrap();
+    let out = ok(&firm, &["mapping", "set", csv.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["rows"], 2);
+    assert_eq!(
+        report["changes"]["added"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert_eq!(report["changes"]["removed"][0][0], "asmith2", "{report}");
+    let shown = ok(&firm, &["mapping", "show"]);
+    assert!(shown.contains("zmuller7,asmith@acme.example"), "{shown}");
+    assert!(
+        shown.contains(report["sha256"].as_str().unwrap()),
+        "{shown}"
+    );
+
+    // Nothing usable: refused, the mapping in use stays.
+    let empty = firm.dir.path().join("empty.csv");
+    std::fs::write(&empty, "ImId,Mailbox\nonly one field\n").unwrap();
+    let refused = chat_archive(&firm, &["mapping", "set", empty.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("row 2") && stderr.contains("no usable row"),
+        "{stderr}"
+    );
+    assert_eq!(ok(&firm, &["mapping", "show"]), shown);
+
+    // The run maps the counterparty row of the CSV into asmith's mailbox
+    // (the CSV names a valid mailbox of the firm).
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    ok(&firm, &["run"]);
+    let asmith = read_folder(&ice_folder(&firm, ASMITH));
+    let globex_room = asmith.iter().filter(|m| m.conversation == "c-1002").count();
+    assert_eq!(globex_room, 1, "{asmith:#?}");
+    // Entered, one message, left: her three lines, once each.
+    assert_eq!(
+        occurrences(&asmith, "Zoë Müller (zmuller7)"),
+        3,
+        "{asmith:#?}"
+    );
+}
+
+#[test]
+fn a_mapping_csv_copied_into_the_store_by_hand_is_read() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    let dir = firm.layout.store().join("config/ice");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("mapping.csv"),
+        "ImId,Mailbox\nzmuller7,asmith@acme.example\n",
+    )
+    .unwrap();
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    let out = ok(&firm, &["run"]);
+    assert!(!out.contains("metadata unreadable"), "{out}");
+    let asmith = read_folder(&ice_folder(&firm, ASMITH));
+    assert!(
+        asmith.iter().any(|m| m.conversation == "c-1002"),
+        "{asmith:#?}"
+    );
+}
+
+#[test]
+fn mailbox_add_then_a_run_delivers_there_and_list_counts_the_mail() {
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let refused = chat_archive(&firm, &["mailbox", "add", "zoe@globex.example"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not one of the firm's domains"));
+    // asmith2 has no address in the sample's first room; before the mailbox
+    // exists her messages reach only jdoe.
+    ok(&firm, &["mailbox", "add", ASMITH]);
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    ok(&firm, &["run"]);
+    let asmith = read_folder(&ice_folder(&firm, ASMITH));
+    assert!(!asmith.is_empty(), "the new mailbox received mail");
+    let listed = ok(&firm, &["mailbox", "list"]);
+    let line = format!("ICE Chat             {} mail(s)", asmith.len());
+    assert!(
+        listed.contains(ASMITH) && listed.contains(&line),
+        "{listed}"
+    );
+}
+
+#[test]
+fn secret_fields_are_set_by_command_and_listed_by_name_only() {
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let value = "s3cr3t-VALUE-never-shown";
+    let file = firm.dir.path().join("pw.txt");
+    std::fs::write(&file, format!("{value}\n")).unwrap();
+    let out = ok(
+        &firm,
+        &[
+            "secret",
+            "set",
+            "mailbox_password",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.contains(value), "{out}");
+    let listed = ok(&firm, &["secret", "list"]);
+    assert!(!listed.contains(value), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("mailbox_password") && l.ends_with("set")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("sftp_password") && l.ends_with('-')),
+        "{listed}"
+    );
+    let secrets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(firm.layout.secrets()).unwrap()).unwrap();
+    assert_eq!(
+        secrets["ice"]["mailbox_password"], value,
+        "stored without the newline"
+    );
+    assert!(
+        secrets["ice"]["pgp_private_key"].is_string(),
+        "other fields kept"
+    );
+    let unknown = chat_archive(&firm, &["secret", "set", "passwrd", "--stdin"]);
+    assert!(!unknown.status.success());
+    assert!(Path::new(&firm.layout.secrets()).exists());
+}
