@@ -139,6 +139,9 @@ struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write the status page (one self-contained HTML file) here instead.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["day", "json"])]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Mapping(command) => admin::mapping(&layout, command).await,
         Command::Mailbox(command) => admin::mailbox(&layout, command).await,
         Command::Secret(command) => admin::secret(&layout, command).await,
+        Command::Status(StatusArgs {
+            html: Some(file), ..
+        }) => show::status_page(&layout, &file).await,
         Command::Status(args) => show::status(&layout, args.day.as_deref(), args.json).await,
         Command::Invoke(args) => invoke(&layout, args).await,
         Command::ValidateConnection => sftp::validate(&layout).await,

@@ -122,3 +122,23 @@ pub async fn status(layout: &LocalLayout, day: Option<&str>, json: bool) -> anyh
     }
     Ok(())
 }
+
+/// Writes the status page of every connector (see `status_page`).
+pub async fn status_page(layout: &LocalLayout, file: &std::path::Path) -> anyhow::Result<()> {
+    use chat_archive_core::status_page;
+    let pipeline = Pipeline::local(layout)?;
+    let store = pipeline.ctx.store.as_ref();
+    let config = &pipeline.ctx.config;
+    let mut pages = Vec::new();
+    for connector in [&config.name, &config.xip.name] {
+        pages.push(status_page::connector_page(store, connector).await?);
+    }
+    let quarantine = status_page::quarantined(store).await?;
+    let reports = std::path::absolute(layout.store().join("reports"))
+        .unwrap_or_else(|_| layout.store().join("reports"));
+    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = status_page::render(&pages, &quarantine, &reports.to_string_lossy(), &generated);
+    std::fs::write(file, html).with_context(|| format!("writing {}", file.display()))?;
+    println!("Status page: {}", file.display());
+    Ok(())
+}

@@ -29,5 +29,6 @@ pub mod pipeline;
 pub mod ports;
 pub mod stages;
 pub mod status;
+pub mod status_page;
 
 pub use error::{Error, InputError, Place, Result};
