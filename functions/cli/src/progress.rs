@@ -1,5 +1,7 @@
-//! A progress bar over the files of a run, counting mails as they land.
+//! A progress bar over the files of a run, counting mails as they land; on
+//! anything but a terminal (cron, CI, a log file) plain lines instead.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chat_archive_core::pipeline::Progress;
@@ -9,6 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Bar {
     bar: ProgressBar,
     mails: AtomicU64,
+    /// Not a terminal: one line per file instead of a bar.
+    plain: bool,
+    done: AtomicU64,
 }
 
 impl Bar {
@@ -23,6 +28,8 @@ impl Bar {
         Self {
             bar,
             mails: AtomicU64::new(0),
+            plain: !std::io::stderr().is_terminal(),
+            done: AtomicU64::new(0),
         }
     }
 
@@ -33,7 +40,10 @@ impl Bar {
 
 impl Progress for Bar {
     fn fetched(&self, files: usize) {
-        self.bar.println(format!("fetched {files} new file(s)"));
+        match self.plain {
+            true => eprintln!("fetched {files} new file(s)"),
+            false => self.bar.println(format!("fetched {files} new file(s)")),
+        }
     }
 
     fn files_to_process(&self, files: usize) {
@@ -44,8 +54,14 @@ impl Progress for Bar {
         self.bar.set_message(key.to_string());
     }
 
-    fn file_done(&self, _key: &str) {
+    fn file_done(&self, key: &str) {
         self.bar.inc(1);
+        if self.plain {
+            let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+            let total = self.bar.length().unwrap_or(0);
+            let mails = self.mails.load(Ordering::Relaxed);
+            eprintln!("[{done}/{total}] {key} done ({mails} mail(s) imported so far)");
+        }
     }
 
     fn mail_imported(&self, _record: &ItemRecord) {
