@@ -605,6 +605,15 @@ mod on_s3 {
         a.handle(Function::Import, chain::rebuild_status_event())
             .await
             .expect("status");
+        let page = a
+            .pipeline
+            .ctx
+            .store
+            .get_bytes(chat_archive_core::aws::STATUS_PAGE)
+            .await
+            .expect("the status schedule writes the status page");
+        let page = String::from_utf8(page).expect("utf-8");
+        assert!(page.contains("data-day=\"2026-11-21\""), "{page}");
         for day in ["2026-11-20", "2026-11-21"] {
             let status =
                 chat_archive_core::status::rebuild_day(a.pipeline.ctx.store.as_ref(), "ice", day)

@@ -133,7 +133,8 @@ pub async fn status_page(layout: &LocalLayout, file: &std::path::Path) -> anyhow
     for connector in [&config.name, &config.xip.name] {
         pages.push(status_page::connector_page(store, connector).await?);
     }
-    let quarantine = status_page::quarantined(store).await?;
+    let quarantine =
+        status_page::quarantined(store, &[config.name.as_str(), config.xip.name.as_str()]).await?;
     let reports = std::path::absolute(layout.store().join("reports"))
         .unwrap_or_else(|_| layout.store().join("reports"));
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();

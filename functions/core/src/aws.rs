@@ -534,8 +534,29 @@ pub async fn rebuild_status(pipeline: &Pipeline, days: &[String]) -> Result<Vec<
         );
         rebuilt.push(status);
     }
+    write_status_page(store, connector).await?;
     Ok(rebuilt)
 }
+
+/// The status page beside the logs (`reports/index.html`), linking to them.
+async fn write_status_page(store: &dyn crate::ports::ObjectStore, connector: &str) -> Result<()> {
+    use crate::status_page;
+    let page = status_page::connector_page(store, connector).await?;
+    let quarantine = status_page::quarantined(store, &[connector]).await?;
+    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = status_page::render(&[page], &quarantine, ".", &generated);
+    store
+        .put_bytes(
+            STATUS_PAGE,
+            html.into_bytes(),
+            &crate::ports::Metadata::new(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Where the status schedule keeps the status page.
+pub const STATUS_PAGE: &str = "reports/index.html";
 
 /// Stands in for a source or sink this function was not given: says what to
 /// configure when it is used.

@@ -55,10 +55,21 @@ pub async fn connector_page(store: &dyn ObjectStore, connector: &str) -> Result<
     Ok(page)
 }
 
-/// Everything under `quarantine/`, with the reason recorded beside it.
-pub async fn quarantined(store: &dyn ObjectStore) -> Result<Vec<Quarantined>> {
+/// What waits in quarantine for these connectors, with the reason recorded
+/// beside each copy.
+pub async fn quarantined(store: &dyn ObjectStore, connectors: &[&str]) -> Result<Vec<Quarantined>> {
+    let mut keys = Vec::new();
+    for connector in connectors {
+        for stage in ["raw", "plain"] {
+            keys.extend(
+                store
+                    .list(&format!("quarantine/{stage}/{connector}/"))
+                    .await?,
+            );
+        }
+    }
     let mut out = Vec::new();
-    for key in store.list("quarantine/").await? {
+    for key in keys {
         let Some(copy) = key.strip_suffix(".reason.json") else {
             continue;
         };
