@@ -188,3 +188,121 @@ fn secret_fields_are_set_by_command_and_listed_by_name_only() {
     assert!(!unknown.status.success());
     assert!(Path::new(&firm.layout.secrets()).exists());
 }
+
+/// The doctor's verdict line for a check (`ok` or `FAIL`), from its output.
+fn verdict<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines()
+        .find(|l| l[4..].trim_start().starts_with(check))
+        .unwrap_or_else(|| panic!("no {check:?} line in:\n{out}"))
+}
+
+#[test]
+fn doctor_is_healthy_on_a_fresh_firm_and_names_each_fault() {
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let healthy = chat_archive(&firm, &["doctor"]);
+    let out = String::from_utf8_lossy(&healthy.stdout).into_owned();
+    assert!(healthy.status.success(), "{out}");
+    assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
+
+    // A CSV naming a mailbox that was never provisioned, and a secret
+    // field gone.
+    let dir = firm.layout.store().join("config/ice");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("mapping.csv"),
+        "ImId,Mailbox\nasmith2,asmith@acme.example\n",
+    )
+    .unwrap();
+    let mut secrets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(firm.layout.secrets()).unwrap()).unwrap();
+    let removed = secrets["ice"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signer_public_key")
+        .unwrap();
+    std::fs::write(firm.layout.secrets(), serde_json::to_vec(&secrets).unwrap()).unwrap();
+    let sick = chat_archive(&firm, &["doctor", "--json"]);
+    assert!(!sick.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&sick.stdout).expect("JSON");
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {report}"))
+    };
+    assert_eq!(check("mailboxes")["ok"], false);
+    assert!(check("mailboxes")["detail"]
+        .as_str()
+        .unwrap()
+        .contains(ASMITH));
+    assert_eq!(check("secret fields")["ok"], false);
+    assert!(check("secret fields")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("signer_public_key"));
+    let text = String::from_utf8_lossy(&sick.stdout);
+    assert!(
+        !text.contains(removed.as_str().unwrap_or("never")),
+        "no secret value shown"
+    );
+    assert_eq!(check("store")["ok"], true);
+}
+
+#[tokio::test]
+async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
+    use chat_archive_core::adapters::sftp::SftpConfig;
+    use chat_archive_core::adapters::SecretsFile;
+    use chat_archive_core::config::ConnectorConfig;
+    use chat_archive_core::ports::secrets::fields;
+    use chat_archive_core::ports::{SecretStore, SecretValue};
+    use integration_tests::sshd::{Sshd, KEY_USER};
+
+    let server = Sshd::start();
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let site = |host_key: String| SftpConfig {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        directory: server.export_dir.display().to_string(),
+        host_keys: vec![host_key],
+        connect_timeout_secs: 20,
+        request_timeout_secs: 20,
+        attempts: 1,
+        ..Default::default()
+    };
+    let configure = |host_key: String| {
+        let mut config = ConnectorConfig::ice();
+        config.firm_domains = vec!["acme.example".into()];
+        config.signature_policy = SignaturePolicy::Required;
+        config.sftp = Some(site(host_key));
+        firm.write_config(config);
+    };
+    SecretsFile::new(firm.layout.secrets())
+        .update(
+            "ice",
+            std::collections::BTreeMap::from([
+                (fields::FIRM_CODE.to_string(), SecretValue::new(KEY_USER)),
+                (
+                    fields::SSH_PRIVATE_KEY.to_string(),
+                    SecretValue::new(server.client_key()),
+                ),
+            ]),
+        )
+        .await
+        .expect("secrets");
+
+    configure(server.host_key());
+    let out = ok(&firm, &["doctor"]);
+    assert!(verdict(&out, "SFTP site").starts_with("ok"), "{out}");
+
+    // Another server's key pinned: a hard failure, never trust on first use.
+    let other = chat_archive_core::keys::generate_ssh("other host").expect("key");
+    configure(other.public_openssh.clone());
+    let wrong = chat_archive(&firm, &["doctor"]);
+    assert!(!wrong.status.success());
+    let out = String::from_utf8_lossy(&wrong.stdout).into_owned();
+    assert!(verdict(&out, "SFTP site").starts_with("FAIL"), "{out}");
+    assert!(out.to_lowercase().contains("host key"), "{out}");
+}

@@ -2,6 +2,7 @@
 
 mod admin;
 mod demo;
+mod doctor;
 mod progress;
 mod sftp;
 mod show;
@@ -77,6 +78,13 @@ enum Command {
     /// XIP files: build and sign one, or verify one.
     #[command(subcommand)]
     Xip(xip::XipCommand),
+    /// Check everything a run needs (settings, secret fields, keys, the
+    /// SFTP site, the store, the mapping's mailboxes): a line and a verdict each.
+    Doctor {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// The event ledger (which chat events each folder already holds).
     #[command(subcommand)]
     State(StateCommand),
@@ -196,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Invoke(args) => invoke(&layout, args).await,
         Command::ValidateConnection => sftp::validate(&layout).await,
         Command::Xip(command) => xip::run(command),
+        Command::Doctor { json } => doctor::run(&layout, json).await,
         Command::State(StateCommand::Rebuild { json }) => {
             let pipeline = Pipeline::local(&layout)?;
             let config = &pipeline.ctx.config;
