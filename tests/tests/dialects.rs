@@ -109,3 +109,71 @@ async fn actiance_and_bloomberg_exports_reach_the_firms_mailboxes_by_their_own_a
         "8 Actiance + 6 Bloomberg events: {status:#?}"
     );
 }
+
+const ICE_SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
+
+#[tokio::test]
+async fn a_file_split_in_two_parts_is_read_as_one_document_whichever_part_is_there() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    // Cut inside the second conversation, as a size limit cuts.
+    let cut = ICE_SAMPLE.find("Id=\"c-1002\"").expect("c-1002") + 200;
+    let (first, second) = ICE_SAMPLE.split_at(cut);
+    let run = || async {
+        firm.pipeline()
+            .run(&FetchRequest::default(), &Silent)
+            .await
+            .expect("run")
+    };
+    firm.drop_export("ACME_2026-11-20.xml1.pgp", first.as_bytes(), true);
+    let summary = run().await;
+    assert!(
+        summary.quarantined.is_empty(),
+        "a first part is not damaged: {:#?}",
+        summary.quarantined
+    );
+    let conversations = |mailbox: &str| {
+        let mut ids: Vec<String> = mails(&firm, mailbox)
+            .into_iter()
+            .map(|m| m.conversation)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        conversations(JDOE),
+        ["c-1001"],
+        "what the first part holds whole"
+    );
+    let status = day_status(&firm, "2026-11-20");
+    let source = status
+        .sources
+        .iter()
+        .find(|s| s.key.ends_with(".xml*"))
+        .expect("one source");
+    assert_eq!(
+        source.problem.as_deref(),
+        Some("split file: parts 1 to 1 read, waiting for part 2")
+    );
+
+    firm.drop_export("ACME_2026-11-20.xml2.pgp", second.as_bytes(), true);
+    let summary = run().await;
+    assert!(summary.quarantined.is_empty(), "{:#?}", summary.quarantined);
+    assert_eq!(
+        conversations(JDOE),
+        ["c-1001", "c-1002", "c-1003"],
+        "each conversation once"
+    );
+    let status = day_status(&firm, "2026-11-20");
+    assert!(status.counts_add_up(), "{status:#?}");
+    assert_eq!(
+        status.sources.len(),
+        1,
+        "one source for the two parts: {status:#?}"
+    );
+    assert_eq!(status.sources[0].problem, None);
+    assert_eq!(status.sources[0].items, 3);
+    assert_eq!(
+        status.events.delivered, status.events.received,
+        "{status:#?}"
+    );
+}

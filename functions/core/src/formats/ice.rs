@@ -30,6 +30,9 @@ const CONVERSATION: &[u8] = b"Conversation";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Capacity of the event buffer kept between events (see `next_event`).
 const MAX_KEPT_BUFFER: usize = 1 << 20;
+/// How the reason of an error starts when the input ends inside an element:
+/// a truncated file, or the first part of a file split in several.
+pub const UNEXPECTED_EOF: &str = "unexpected end of file";
 const DOCTYPE_REFUSED: &str = "DOCTYPE is not allowed (entity expansion / external entities)";
 
 /// Exporters differ on padding and wrap lines, so padding is optional and
@@ -842,8 +845,17 @@ impl<R: BufRead> IceReader<R> {
 
     fn xml_error(&self, error: &quick_xml::Error) -> InputError {
         self.broken.set(true);
+        use quick_xml::errors::SyntaxError;
         let reason = match error {
             quick_xml::Error::Io(e) => format!("read error: {e}"),
+            // Every "unclosed" syntax error means the input ended first.
+            quick_xml::Error::Syntax(
+                e @ (SyntaxError::UnclosedTag
+                | SyntaxError::UnclosedCData
+                | SyntaxError::UnclosedComment
+                | SyntaxError::UnclosedPIOrXmlDecl
+                | SyntaxError::UnclosedDoctype),
+            ) => format!("{UNEXPECTED_EOF}: malformed XML: {e}"),
             other => format!("malformed XML: {other}"),
         };
         self.error_at(self.xml.error_position(), reason)
@@ -853,9 +865,15 @@ impl<R: BufRead> IceReader<R> {
         self.broken.set(true);
         let reason = match &self.current {
             Some((id, line)) => format!(
-                "unexpected end of file inside <Conversation Id=\"{id}\"> (opened at line {line})"
+                "{UNEXPECTED_EOF} inside <Conversation Id=\"{id}\"> (opened at line {line})"
             ),
-            None => format!("unexpected end of file: <{ROOT}> is not closed"),
+            None => {
+                let root = match self.vocabulary() {
+                    Vocabulary::IceChat => ROOT,
+                    Vocabulary::FileDump => filedump::ROOT,
+                };
+                format!("{UNEXPECTED_EOF}: <{root}> is not closed")
+            }
         };
         self.error_at(at, reason)
     }

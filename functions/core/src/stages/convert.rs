@@ -17,12 +17,12 @@ use tokio_util::io::SyncIoBridge;
 use super::{keys, lineage, quarantine, quarantine_conversation, Context};
 use crate::config::{ConnectorConfig, Granularity};
 use crate::error::{Error, InputError, Place, Result};
-use crate::formats::ice::{BadConversation, IceReader, ReadError};
+use crate::formats::ice::{BadConversation, IceReader, ReadError, UNEXPECTED_EOF};
 use crate::formats::{payload, xip};
 use crate::ledger::{self, Ledger, LedgerPart};
 use crate::mail::{self, build_mail, events_by_day, BuiltMail, Continuation, Lineage, MailPart};
 use crate::model::{ChatEvent, Conversation, Participant};
-use crate::ports::{ByteStream, Metadata, ObjectStore};
+use crate::ports::{ByteStream, Metadata, ObjectInfo, ObjectStore};
 use crate::status::{self, EventCounts, ItemRecord, ItemState, SourceRecord};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,8 +62,65 @@ struct SourceFile {
     sha256: String,
 }
 
+/// A file split in several parts (`x.xml1`, `x.xml2`, ...), read as one
+/// document in order: the parts there are, from the first, without a gap.
+struct SplitFile {
+    /// The name the ledger and the status log know it by (`x.xml*`).
+    key: String,
+    parts: Vec<String>,
+}
+
+impl SplitFile {
+    async fn find(store: &dyn ObjectStore, plain_key: &str) -> Result<Option<SplitFile>> {
+        let Some((base, _)) = keys::split_part(plain_key) else {
+            return Ok(None);
+        };
+        let mut numbered: Vec<(u32, String)> = store
+            .list(base)
+            .await?
+            .into_iter()
+            .filter_map(|key| match keys::split_part(&key) {
+                Some((b, n)) if b == base => Some((n, key)),
+                _ => None,
+            })
+            .collect();
+        numbered.sort();
+        let parts = numbered
+            .into_iter()
+            .enumerate()
+            .take_while(|(i, (n, _))| *n as usize == i + 1)
+            .map(|(_, (_, key))| key)
+            .collect();
+        Ok(Some(SplitFile {
+            key: format!("{base}*"),
+            parts,
+        }))
+    }
+
+    /// The parts one after the other, and the first part's description.
+    async fn open(&self, store: &dyn ObjectStore) -> Result<(ByteStream, ObjectInfo)> {
+        let mut parts = self.parts.iter();
+        let first = parts
+            .next()
+            .ok_or_else(|| Error::store(&self.key, "no first part"))?;
+        let (mut body, info) = store.get(first).await?;
+        for part in parts {
+            let (next, _) = store.get(part).await?;
+            body = Box::pin(tokio::io::AsyncReadExt::chain(body, next));
+        }
+        Ok((body, info))
+    }
+}
+
 pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
-    let (body, info) = ctx.store.get(plain_key).await?;
+    let split = SplitFile::find(ctx.store.as_ref(), plain_key).await?;
+    if let Some(split) = split.as_ref().filter(|s| s.parts.is_empty()) {
+        return wait_for_first_part(ctx, plain_key, split).await;
+    }
+    let (body, info) = match &split {
+        Some(split) => split.open(ctx.store.as_ref()).await?,
+        None => ctx.store.get(plain_key).await?,
+    };
     let base = Lineage {
         raw_key: info
             .metadata
@@ -86,8 +143,12 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         store: ctx.store.clone(),
         runtime: Handle::current(),
         config: config.clone(),
+        // A split file is one source, whatever part started this run; its
+        // first part identifies it (parts only ever get added after it).
         source: SourceFile {
-            key: plain_key.to_string(),
+            key: split
+                .as_ref()
+                .map_or_else(|| plain_key.to_string(), |s| s.key.clone()),
             sha256: info.sha256.clone(),
         },
         metadata: info.metadata.clone(),
@@ -127,8 +188,19 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         .await
         .map_err(|e| Error::Config(format!("conversion task failed: {e}")))?;
     outcome.quarantined = quarantined;
+    let mut waiting = None;
     let (export_day, problem) = match parsed {
         Ok(day) => (day, None),
+        // The parts so far end inside the document: the next part is still
+        // to come. What they held completely is archived; the rest waits.
+        Err(Error::Input(error)) if split.is_some() && error.reason.starts_with(UNEXPECTED_EOF) => {
+            let parts = split.as_ref().map_or(0, |s| s.parts.len());
+            waiting = Some(format!(
+                "split file: parts 1 to {parts} read, waiting for part {}",
+                parts + 1
+            ));
+            (None, None)
+        }
         Err(Error::Input(error)) => (None, Some(error)),
         Err(other) => return Err(other),
     };
@@ -148,17 +220,20 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
     // nothing (a day with no items is a row, not silence).
     days.entry(outcome.day.clone()).or_default();
     outcome.days = days.keys().cloned().collect();
+    let source_key = split.as_ref().map_or(plain_key, |s| s.key.as_str());
     for (day, share) in days {
+        let on_file_day = day == outcome.day;
         let source = SourceRecord {
-            key: plain_key.to_string(),
+            key: source_key.to_string(),
             sha256: info.sha256.clone(),
             items: share.items,
             events: share.events,
             dialect: dialect.map(str::to_string),
-            problem: problem
-                .as_ref()
-                .filter(|_| day == outcome.day)
-                .map(ToString::to_string),
+            problem: match (&problem, &waiting) {
+                (Some(error), _) if on_file_day => Some(error.to_string()),
+                (None, Some(waiting)) if on_file_day => Some(waiting.clone()),
+                _ => None,
+            },
         };
         status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
     }
@@ -170,6 +245,34 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         "converted"
     );
     Ok(outcome)
+}
+
+/// A later part of a split file came before the first: nothing to read yet.
+async fn wait_for_first_part(
+    ctx: &Context,
+    plain_key: &str,
+    split: &SplitFile,
+) -> Result<ConvertOutcome> {
+    let config = ctx.config.for_key(plain_key);
+    let day = status::day_label(status::day_from_file_name(plain_key));
+    let source = SourceRecord {
+        key: split.key.clone(),
+        sha256: String::new(),
+        items: 0,
+        events: EventCounts::default(),
+        dialect: None,
+        problem: Some("split file: waiting for part 1".into()),
+    };
+    status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
+    tracing::info!(
+        plain_key,
+        "part of a split file before its first part: waiting"
+    );
+    Ok(ConvertOutcome {
+        days: vec![day.clone()],
+        day,
+        ..ConvertOutcome::default()
+    })
 }
 
 /// A file's share of one day.

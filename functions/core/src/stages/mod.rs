@@ -86,6 +86,17 @@ pub mod keys {
         }
     }
 
+    /// A part of a file split in several (`x.xml1`, `x.xml2`, ...): the
+    /// name they share (`x.xml`) and the part's number.
+    pub fn split_part(key: &str) -> Option<(&str, u32)> {
+        let digits = key.len() - key.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let (base, number) = key.split_at(digits);
+        let number: u32 = number.parse().ok().filter(|n| *n >= 1)?;
+        base.to_ascii_lowercase()
+            .ends_with(".xml")
+            .then_some((base, number))
+    }
+
     /// `raw/ice/x.xml.pgp` -> `plain/ice/x.xml`.
     pub fn plain_for_raw(raw_key: &str) -> String {
         let rest = raw_key.strip_prefix("raw/").unwrap_or(raw_key);
@@ -151,6 +162,13 @@ mod tests {
             "plain/ice/v1/A_2026-11-20.xml"
         );
         assert_eq!(keys::connector_of(&regenerated), Some("ice"));
+        assert_eq!(
+            keys::split_part("plain/ice/f886973.ib19.261124.xml12"),
+            Some(("plain/ice/f886973.ib19.261124.xml", 12))
+        );
+        assert_eq!(keys::split_part("plain/ice/x.xml"), None);
+        assert_eq!(keys::split_part("plain/ice/x.xml0"), None);
+        assert_eq!(keys::split_part("plain/ice/ACME_20261120"), None);
         let config = crate::config::ConnectorConfig::ice();
         assert_eq!(
             keys::raw_for_file(&config, "V_2026.XIP.pgp"),
