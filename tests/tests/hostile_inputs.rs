@@ -749,16 +749,16 @@ async fn header_like_text_never_becomes_a_header() {
     let text = message.body_text(0).unwrap().replace("\r\n", "\n");
     assert!(
         text.contains(&format!(
-            "hello\nBcc: {victim}\nX-Injected: 1\n\n--fake-boundary"
+            "hello\n    Bcc: {victim}\n    X-Injected: 1\n    \n    --fake-boundary"
         )),
         "{text}"
     );
     assert!(
-        text.contains(&format!("line one\nBcc: {evil}\nX-Injected: 2")),
+        text.contains(&format!("line one\n    Bcc: {evil}\n    X-Injected: 2")),
         "{text}"
     );
     let html = message.body_html(0).unwrap();
-    assert!(html.contains(&format!("hello<br>Bcc: {victim}")), "{html}");
+    assert!(html.contains(&format!("hello<br>    Bcc: {victim}")), "{html}");
     let file = message
         .attachments()
         .find(|a| a.contents() == b"hello")

@@ -34,9 +34,9 @@ impl<'a> Transcript<'a> {
             .participant(im_id)
             .and_then(|p| p.name.as_deref())
         {
-            Some(name) => format!("{name} ({im_id})"),
+            Some(name) => format!("{} ({})", visible(name), visible(im_id)),
             None if im_id.is_empty() => "System".to_string(),
-            None => im_id.to_string(),
+            None => visible(im_id).into_owned(),
         }
     }
 
@@ -64,7 +64,7 @@ impl<'a> Transcript<'a> {
                 Line {
                     time: event.time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
                     who: self.who(&event.im_id),
-                    what,
+                    what: indent_continuations(what),
                     is_message,
                 }
             })
@@ -76,14 +76,14 @@ impl<'a> Transcript<'a> {
         let mut head = vec![format!(
             "{} conversation {}{}{}",
             self.source_label,
-            c.id,
+            visible(&c.id),
             c.kind
                 .as_deref()
-                .map(|k| format!(" ({k})"))
+                .map(|k| format!(" ({})", visible(k)))
                 .unwrap_or_default(),
             c.room_name
                 .as_deref()
-                .map(|r| format!(" \"{r}\""))
+                .map(|r| format!(" \"{}\"", visible(r)))
                 .unwrap_or_default(),
         )];
         head.push(format!("Day: {} - all times are UTC", self.day));
@@ -99,14 +99,14 @@ impl<'a> Transcript<'a> {
         for p in &c.participants {
             let mut line = format!(
                 "  {} [ImId {}]",
-                p.name.as_deref().unwrap_or("(no name)"),
-                p.im_id
+                visible(p.name.as_deref().unwrap_or("(no name)")),
+                visible(&p.im_id)
             );
             if let Some(email) = &p.email {
-                line.push_str(&format!(" <{email}>"));
+                line.push_str(&format!(" <{}>", visible(email)));
             }
             if let Some(company) = &p.company {
-                line.push_str(&format!(", {company}"));
+                line.push_str(&format!(", {}", visible(company)));
             }
             head.push(line);
         }
@@ -203,6 +203,49 @@ fn lf_line_breaks(text: String) -> String {
     out
 }
 
+/// A name, id or room name on one line whatever it holds: control
+/// characters (CR, LF, ESC, ...) are shown escaped (`\r`, `\n`, `\u{1b}`),
+/// so no name can start a line that reads like another transcript entry or
+/// a header.
+fn visible(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_debug()),
+            false => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Continuation lines of a multi-line text, indented so that they stay
+/// visibly inside their entry (no line of chat text can pass for an entry
+/// of its own); other control characters but tab shown escaped.
+fn indent_continuations(text: Cow<'_, str>) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' | '\n' => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str("\n    ");
+            }
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     escape_into(&mut out, text);
@@ -239,6 +282,85 @@ fn escape_into(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_name_or_message_can_forge_an_entry_or_a_header() {
+        use crate::model::{ChatEvent, Conversation, EventKind, Participant};
+        let time = |s: u32| {
+            chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 20, 9, 0, s)
+                .single()
+                .expect("valid")
+        };
+        let conversation = Conversation {
+            id: "c\r\nX-Injected: 1".into(),
+            kind: None,
+            room_name: Some("Desk\n[2026-11-20 09:00:00 UTC] Boss: approved".into()),
+            start: None,
+            participants: vec![Participant {
+                im_id: "eve".into(),
+                name: Some("Eve\r\nBcc: leak@evil.example".into()),
+                company: Some("Evil\u{1b}[31m".into()),
+                email: None,
+            }],
+            events: vec![
+                ChatEvent {
+                    id: None,
+                    time: time(1),
+                    im_id: "eve".into(),
+                    kind: EventKind::Message {
+                        text: "fine\r\n[2026-11-20 09:00:02 UTC] Boss (boss): wire it\rok".into(),
+                    },
+                },
+                ChatEvent {
+                    id: None,
+                    time: time(3),
+                    im_id: "ev\ne".into(),
+                    kind: EventKind::Left,
+                },
+            ],
+            original_xml: Vec::new(),
+            original_format: Default::default(),
+            line: 1,
+        };
+        let events: Vec<&ChatEvent> = conversation.events.iter().collect();
+        let transcript = Transcript {
+            conversation: &conversation,
+            events: &events,
+            day: time(0).date_naive(),
+            source_label: "ICE Chat",
+            disclaimer: "",
+            continues: None,
+        };
+        let text = transcript.text();
+        let (heading, body) = text.split_once("\n\n").expect("heading and entries");
+        assert_eq!(
+            heading.lines().count(),
+            4,
+            "one line per heading item:\n{heading}"
+        );
+        assert!(
+            heading.contains("Eve\\r\\nBcc: leak@evil.example"),
+            "{heading}"
+        );
+        assert!(heading.contains("Evil\\u{1b}[31m"), "{heading}");
+        let entry = |line: &str| {
+            line.len() > 26
+                && line.starts_with("[2026-11-20 09:00:0")
+                && line[20..].starts_with(" UTC] ")
+        };
+        for line in body.lines() {
+            assert!(
+                entry(line) || line.starts_with("    "),
+                "forged line: {line:?}\n{text}"
+            );
+        }
+        assert_eq!(body.lines().filter(|l| entry(l)).count(), 2, "{body}");
+        assert!(
+            body.contains("\n    [2026-11-20 09:00:02 UTC] Boss (boss): wire it\n    ok"),
+            "{body}"
+        );
+        assert!(body.contains("ev\\ne *** left"), "{body}");
+    }
 
     #[test]
     fn every_line_break_becomes_one_lf() {
