@@ -758,7 +758,10 @@ async fn header_like_text_never_becomes_a_header() {
         "{text}"
     );
     let html = message.body_html(0).unwrap();
-    assert!(html.contains(&format!("hello<br>    Bcc: {victim}")), "{html}");
+    assert!(
+        html.contains(&format!("hello<br>    Bcc: {victim}")),
+        "{html}"
+    );
     let file = message
         .attachments()
         .find(|a| a.contents() == b"hello")
