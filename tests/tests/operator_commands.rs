@@ -306,3 +306,73 @@ async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
     assert!(verdict(&out, "SFTP site").starts_with("FAIL"), "{out}");
     assert!(out.to_lowercase().contains("host key"), "{out}");
 }
+
+#[tokio::test]
+async fn doctor_checks_the_mail_server_credential_and_every_mapped_mailbox_on_dovecot() {
+    use chat_archive_core::config::ConnectorConfig;
+    use chat_archive_core::ports::secrets::fields;
+    use chat_archive_core::ports::SecretValue;
+    use integration_tests::dovecot::{self, Dovecot};
+
+    let server = Dovecot::start(&[JDOE, ASMITH]);
+    let firm = Firm::new(&[], SignaturePolicy::Required);
+    let mut config = ConnectorConfig::ice();
+    config.firm_domains = vec!["acme.example".into()];
+    config.signature_policy = SignaturePolicy::Required;
+    config.imap = Some(server.imap_config());
+    firm.write_config(config);
+    let set_password = |password: &'static str| {
+        let pipeline = firm.pipeline();
+        async move {
+            pipeline
+                .secrets
+                .update(
+                    "ice",
+                    std::collections::BTreeMap::from([(
+                        fields::MAILBOX_PASSWORD.to_string(),
+                        SecretValue::new(password),
+                    )]),
+                )
+                .await
+                .expect("secret")
+        }
+    };
+    set_password(dovecot::MASTER_PASSWORD).await;
+    let dir = firm.layout.store().join("config/ice");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("mapping.csv"),
+        "ImId,Mailbox\njdoe1,jdoe@acme.example\nasmith2,asmith@acme.example\n",
+    )
+    .unwrap();
+    let out = ok(&firm, &["doctor"]);
+    assert!(verdict(&out, "mail server").starts_with("ok"), "{out}");
+    assert!(verdict(&out, "mailboxes").starts_with("ok"), "{out}");
+
+    // A mailbox the server does not have.
+    std::fs::write(
+        dir.join("mapping.csv"),
+        "ImId,Mailbox\njdoe1,jdoe@acme.example\nbwayne3,bwayne@acme.example\n",
+    )
+    .unwrap();
+    let missing = chat_archive(&firm, &["doctor"]);
+    assert!(!missing.status.success());
+    let out = String::from_utf8_lossy(&missing.stdout).into_owned();
+    assert!(verdict(&out, "mail server").starts_with("ok"), "{out}");
+    let line = verdict(&out, "mailboxes");
+    assert!(
+        line.starts_with("FAIL") && line.contains("bwayne@acme.example"),
+        "{out}"
+    );
+
+    // The admin credential refused.
+    set_password("not-the-master-password").await;
+    let refused = chat_archive(&firm, &["doctor"]);
+    assert!(!refused.status.success());
+    let out = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(verdict(&out, "mail server").starts_with("FAIL"), "{out}");
+    assert!(
+        !out.contains("not-the-master-password"),
+        "no secret value shown: {out}"
+    );
+}

@@ -172,19 +172,45 @@ async fn examine(layout: &LocalLayout) -> Report {
     };
     let sink = pipeline.sink.as_ref();
     match mapping {
-        None => report.add(
-            "mailboxes",
-            Ok("no mapping CSV: automatic mapping only".into()),
-        ),
+        None => {
+            if config.imap.is_some() {
+                report.add(
+                    "mail server",
+                    Ok("not checked: no mapping CSV names a mailbox to log in to".into()),
+                );
+            }
+            report.add(
+                "mailboxes",
+                Ok("no mapping CSV: automatic mapping only".into()),
+            );
+        }
         Some(table) => {
             let mut missing = Vec::new();
+            let mut refused = None;
             let mailboxes: std::collections::BTreeSet<&str> = table.rows().into_values().collect();
             for mailbox in &mailboxes {
                 match sink.is_valid_mailbox(mailbox).await {
                     Ok(true) => {}
                     Ok(false) => missing.push(mailbox.to_string()),
-                    Err(e) => missing.push(format!("{mailbox} ({e})")),
+                    Err(e) => {
+                        missing.push(format!("{mailbox} ({e})"));
+                        refused.get_or_insert(e.to_string());
+                    }
                 }
+            }
+            if let Some(imap) = &config.imap {
+                let server = format!(
+                    "{}:{}",
+                    imap.host,
+                    imap.port.map_or("default".into(), |p| p.to_string())
+                );
+                report.add(
+                    "mail server",
+                    match refused {
+                        None => Ok(format!("{server} accepts the admin credential")),
+                        Some(reason) => Err(format!("{server}: {reason}")),
+                    },
+                );
             }
             report.add(
                 "mailboxes",
