@@ -72,6 +72,12 @@ impl Gpg {
 
     /// A signing-only ed25519 key without passphrase.
     pub fn generate_signer(&self, uid: &str) {
+        self.generate_signer_expiring(uid, "never");
+    }
+
+    /// A signing-only ed25519 key valid for `expire` (GnuPG's form: `20d`,
+    /// `1y`, `never`).
+    pub fn generate_signer_expiring(&self, uid: &str, expire: &str) {
         self.run(&[
             "--passphrase",
             "",
@@ -79,7 +85,7 @@ impl Gpg {
             uid,
             "ed25519",
             "sign",
-            "never",
+            expire,
         ]);
     }
 

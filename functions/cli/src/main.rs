@@ -113,6 +113,10 @@ struct RunArgs {
     /// Re-fetch this file by name (repeatable).
     #[arg(long = "file")]
     files: Vec<String>,
+    /// Fail (non-zero exit) when any alert holds: a day without a file, a
+    /// file left on the source, a key about to expire, old quarantine.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +277,25 @@ async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
     let bar = progress::Bar::new();
     let summary = pipeline.run(&request, &bar).await;
     bar.finish();
+    // In strict mode the alerts are looked at even when the run failed: a
+    // failing run is when they matter most.
+    let alerts = match args.strict {
+        true => {
+            let now = chrono::Utc::now();
+            let alerts = chat_archive_core::alerts::check(
+                &pipeline.ctx,
+                pipeline.secrets.as_ref(),
+                Some(pipeline.source.as_ref()),
+                now,
+            )
+            .await?;
+            for alert in &alerts {
+                eprintln!("ALERT {}", alert.message);
+            }
+            alerts
+        }
+        false => Vec::new(),
+    };
     let summary = summary?;
     show::summary(layout, &summary);
     if !summary.quarantined.is_empty() {
@@ -280,6 +303,9 @@ async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
             "{} quarantined (whole files or single conversations); see the status log",
             summary.quarantined.len()
         );
+    }
+    if !alerts.is_empty() {
+        bail!("{} alert(s) (--strict)", alerts.len());
     }
     Ok(())
 }

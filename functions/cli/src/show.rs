@@ -137,8 +137,22 @@ pub async fn status_page(layout: &LocalLayout, file: &std::path::Path) -> anyhow
         status_page::quarantined(store, &[config.name.as_str(), config.xip.name.as_str()]).await?;
     let reports = std::path::absolute(layout.store().join("reports"))
         .unwrap_or_else(|_| layout.store().join("reports"));
-    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let html = status_page::render(&pages, &quarantine, &reports.to_string_lossy(), &generated);
+    let now = chrono::Utc::now();
+    let alerts = chat_archive_core::alerts::check(
+        &pipeline.ctx,
+        pipeline.secrets.as_ref(),
+        Some(pipeline.source.as_ref()),
+        now,
+    )
+    .await?;
+    let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = status_page::render(
+        &pages,
+        &quarantine,
+        &alerts,
+        &reports.to_string_lossy(),
+        &generated,
+    );
     std::fs::write(file, html).with_context(|| format!("writing {}", file.display()))?;
     println!("Status page: {}", file.display());
     Ok(())

@@ -534,17 +534,23 @@ pub async fn rebuild_status(pipeline: &Pipeline, days: &[String]) -> Result<Vec<
         );
         rebuilt.push(status);
     }
-    write_status_page(store, connector).await?;
+    write_status_page(pipeline).await?;
     Ok(rebuilt)
 }
 
 /// The status page beside the logs (`reports/index.html`), linking to them.
-async fn write_status_page(store: &dyn crate::ports::ObjectStore, connector: &str) -> Result<()> {
+async fn write_status_page(pipeline: &Pipeline) -> Result<()> {
     use crate::status_page;
+    let store = pipeline.ctx.store.as_ref();
+    let connector = &pipeline.ctx.config.name;
     let page = status_page::connector_page(store, connector).await?;
     let quarantine = status_page::quarantined(store, &[connector]).await?;
-    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let html = status_page::render(&[page], &quarantine, ".", &generated);
+    let now = chrono::Utc::now();
+    // The import function does not reach the SFTP site: the fetch function
+    // reports files left there.
+    let alerts = crate::alerts::check(&pipeline.ctx, pipeline.secrets.as_ref(), None, now).await?;
+    let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = status_page::render(&[page], &quarantine, &alerts, ".", &generated);
     store
         .put_bytes(
             STATUS_PAGE,

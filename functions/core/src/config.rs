@@ -53,6 +53,8 @@ pub struct ConnectorConfig {
     /// XIP files (`[ice.xip]`): archived under the same firm settings
     /// (domains, mapping), into their own folder and status log.
     pub xip: XipConfig,
+    /// When to warn before data is lost (`[ice.alerts]`).
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 /// What is particular to XIP files.
@@ -126,6 +128,7 @@ impl ConnectorConfig {
             sftp: None,
             imap: None,
             xip: XipConfig::default(),
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   that S3 delivers to the Lambda functions.
 
 pub mod adapters;
+pub mod alerts;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod config;

@@ -124,6 +124,7 @@ fn series_value(day: &DayStatus, name: &str) -> u64 {
 pub fn render(
     pages: &[ConnectorPage],
     quarantine: &[Quarantined],
+    alerts: &[crate::alerts::Alert],
     reports_href: &str,
     generated: &str,
 ) -> String {
@@ -135,6 +136,18 @@ pub fn render(
          <h1>Chat archive status</h1><p class=\"muted\">Generated {}</p>",
         escape(generated)
     );
+    let _ = write!(
+        html,
+        "<h2>Alerts</h2><p><span data-count=\"alerts\">{}</span> alert(s) before data is lost.</p>",
+        alerts.len()
+    );
+    if !alerts.is_empty() {
+        html.push_str("<ul id=\"alerts\">");
+        for alert in alerts {
+            let _ = write!(html, "<li class=\"bad\">{}</li>", escape(&alert.message));
+        }
+        html.push_str("</ul>");
+    }
     for page in pages {
         render_connector(&mut html, page, reports_href);
     }
@@ -332,7 +345,7 @@ mod tests {
             connector: "ice".into(),
             days: vec![day],
         };
-        let html = render(&[page], &[], "reports", "now");
+        let html = render(&[page], &[], &[], "reports", "now");
         assert!(
             !html.contains("<script"),
             "no scripts, and chat data is escaped"

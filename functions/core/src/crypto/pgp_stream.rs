@@ -280,3 +280,31 @@ pub fn encrypt_and_sign<R: Read>(
         .to_writer(&mut rng, output)
         .map_err(|e| Error::Pgp(e.to_string()))
 }
+
+/// When a key stops being valid, by the latest key-expiration time its
+/// self-signatures state; `None` when it never expires.
+pub fn key_expires_at(
+    created: pgp::types::Timestamp,
+    details: &pgp::composed::SignedKeyDetails,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let validity = details
+        .users
+        .iter()
+        .flat_map(|user| &user.signatures)
+        .chain(&details.direct_signatures)
+        .filter_map(|signature| signature.key_expiration_time())
+        .map(|d| d.as_secs())
+        .filter(|secs| *secs > 0)
+        .max()?;
+    chrono::DateTime::from_timestamp(i64::from(created.as_secs()) + i64::from(validity), 0)
+}
+
+/// Expiry of a secret key (the firm's).
+pub fn secret_key_expires_at(key: &SignedSecretKey) -> Option<chrono::DateTime<chrono::Utc>> {
+    key_expires_at(key.primary_key.created_at(), &key.details)
+}
+
+/// Expiry of a public key (a signer's).
+pub fn public_key_expires_at(key: &SignedPublicKey) -> Option<chrono::DateTime<chrono::Utc>> {
+    key_expires_at(key.primary_key.created_at(), &key.details)
+}

@@ -104,6 +104,11 @@ async fn load_checkpoint(ctx: &Context) -> Result<Checkpoint> {
         .map_err(|e| Error::store(&key, format!("corrupt checkpoint: {e}")))
 }
 
+/// The files the checkpoint holds as fetched (for the unfetched-file alert).
+pub async fn fetched_files(ctx: &Context) -> Result<BTreeSet<RemoteFile>> {
+    Ok(load_checkpoint(ctx).await?.fetched)
+}
+
 async fn save_checkpoint(ctx: &Context, checkpoint: &Checkpoint) -> Result<()> {
     let json = serde_json::to_vec_pretty(checkpoint).map_err(|e| Error::Config(e.to_string()))?;
     ctx.store

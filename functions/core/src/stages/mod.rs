@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::config::ConnectorConfig;
 use crate::ports::ObjectStore;
 
-pub use quarantine::{quarantine, quarantine_conversation};
+pub use quarantine::{quarantine, quarantine_conversation, QUARANTINED_AT};
 
 /// What every stage needs: where objects live and how the connector is set up.
 #[derive(Clone)]

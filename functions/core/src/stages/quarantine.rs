@@ -18,6 +18,10 @@ struct Reason<'a> {
     error: String,
 }
 
+/// Metadata naming when an object went to quarantine (for the alert on
+/// anything waiting there too long).
+pub const QUARANTINED_AT: &str = "quarantined-at";
+
 /// Returns the quarantine key of the copy.
 pub async fn quarantine(
     store: &dyn ObjectStore,
@@ -29,6 +33,7 @@ pub async fn quarantine(
     let (body, info) = store.get(key).await?;
     let mut metadata: Metadata = info.metadata.clone();
     metadata.insert("quarantined-from".into(), key.into());
+    metadata.insert(QUARANTINED_AT.into(), chrono::Utc::now().to_rfc3339());
     metadata.insert("quarantine-stage".into(), stage.into());
     store.put(&target, body, &metadata).await?;
     write_reason(store, &target, key, stage, error).await?;
@@ -47,6 +52,7 @@ pub async fn quarantine_conversation(
     let target = format!("quarantine/{key}/conversation-line-{}.xml", bad.line);
     let mut metadata = metadata.clone();
     metadata.insert("quarantined-from".into(), key.into());
+    metadata.insert(QUARANTINED_AT.into(), chrono::Utc::now().to_rfc3339());
     metadata.insert("quarantine-stage".into(), "convert".into());
     store.put_bytes(&target, bad.raw.clone(), &metadata).await?;
     write_reason(store, &target, key, "convert", &bad.error).await?;

@@ -1,0 +1,183 @@
+//! Alerts before data is lost, each produced on purpose: a day with no
+//! file, a signer key that expires in 20 days (made by GnuPG), something
+//! left in quarantine, and a file stuck on a real SFTP site (unreadable, three
+//! days old). Each is seen by `chat-archive run --strict` (a non-zero exit and
+//! an ALERT line) and on the status page.
+
+use std::process::{Command, Output};
+
+use chat_archive_core::adapters::sftp::SftpConfig;
+use chat_archive_core::adapters::SecretsFile;
+use chat_archive_core::config::ConnectorConfig;
+use chat_archive_core::crypto::SignaturePolicy;
+use chat_archive_core::ports::secrets::fields;
+use chat_archive_core::ports::{SecretStore, SecretValue};
+use integration_tests::local::Firm;
+use integration_tests::sshd::{Sshd, KEY_USER};
+
+const JDOE: &str = "jdoe@acme.example";
+const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
+
+fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
+        .arg("--data-dir")
+        .arg(&firm.layout.data_dir)
+        .args(args)
+        .output()
+        .expect("chat-archive runs")
+}
+
+fn alerts(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("ALERT ").map(str::to_string))
+        .collect()
+}
+
+fn config(configure: impl FnOnce(&mut ConnectorConfig)) -> ConnectorConfig {
+    let mut config = ConnectorConfig::ice();
+    config.firm_domains = vec!["acme.example".into()];
+    config.signature_policy = SignaturePolicy::Required;
+    configure(&mut config);
+    config
+}
+
+fn export_of(day: &str) -> String {
+    SAMPLE.replace(
+        "ExportDate=\"2026-11-20\"",
+        &format!("ExportDate=\"{day}\""),
+    )
+}
+
+#[test]
+fn a_day_without_a_file_an_expiring_key_and_old_quarantine_fail_a_strict_run() {
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    firm.write_config(config(|c| {
+        c.alerts.quarantine_after_hours = 0;
+        // The sample's days stay in view whatever day the test runs on.
+        c.alerts.lookback_days = 36_500;
+    }));
+    firm.drop_export(
+        "ACME_2026-11-20.xml.pgp",
+        export_of("2026-11-20").as_bytes(),
+        true,
+    );
+    firm.drop_export(
+        "ACME_2026-11-22.xml.pgp",
+        export_of("2026-11-22").as_bytes(),
+        true,
+    );
+    let healthy_run = chat_archive(&firm, &["run"]);
+    assert!(
+        healthy_run.status.success(),
+        "without --strict alerts do not fail a run: {healthy_run:?}"
+    );
+
+    // The signer's key: one made today that expires in 20 days.
+    firm.gpg
+        .generate_signer_expiring("Short signer <short@ice.example>", "20d");
+    let key = firm.dir.path().join("short-signer.asc");
+    std::fs::write(&key, firm.gpg.export_public("short@ice.example")).unwrap();
+    let set = chat_archive(
+        &firm,
+        &[
+            "secret",
+            "set",
+            "signer_public_key",
+            "--file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(set.status.success(), "{set:?}");
+    // A file signed by the old signer: quarantined, since the key changed.
+    firm.drop_export("ACME_2026-11-23.xml.pgp", b"<IceChatExport", true);
+
+    let strict = chat_archive(&firm, &["run", "--strict"]);
+    assert!(!strict.status.success());
+    let alerts = alerts(&strict);
+    let has = |needle: &str| alerts.iter().any(|a| a.contains(needle));
+    assert!(has("no file arrived for 2026-11-21"), "{alerts:#?}");
+    assert!(
+        !has("2026-11-20 ") && !has("for 2026-11-22"),
+        "days with a file: {alerts:#?}"
+    );
+    assert!(has("the signer's key expires"), "{alerts:#?}");
+    assert!(
+        !has("the firm's OpenPGP key"),
+        "it never expires: {alerts:#?}"
+    );
+    assert!(
+        has("quarantine/raw/ice/ACME_2026-11-23.xml.pgp: in quarantine since"),
+        "{alerts:#?}"
+    );
+
+    let page = firm.dir.path().join("status.html");
+    let written = chat_archive(&firm, &["status", "--html", page.to_str().unwrap()]);
+    assert!(written.status.success(), "{written:?}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains(&format!("data-count=\"alerts\">{}<", alerts.len())),
+        "the page shows them all"
+    );
+    assert!(html.contains("no file arrived for 2026-11-21"));
+}
+
+#[tokio::test]
+async fn a_file_stuck_on_the_sftp_site_for_days_is_an_alert() {
+    let server = Sshd::start();
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    firm.write_config(config(|c| {
+        c.sftp = Some(SftpConfig {
+            host: "127.0.0.1".into(),
+            port: server.port,
+            directory: server.export_dir.display().to_string(),
+            host_keys: vec![server.host_key()],
+            connect_timeout_secs: 20,
+            request_timeout_secs: 20,
+            settle_secs: 0,
+            attempts: 1,
+            ..Default::default()
+        })
+    }));
+    SecretsFile::new(firm.layout.secrets())
+        .update(
+            "ice",
+            std::collections::BTreeMap::from([
+                (fields::FIRM_CODE.to_string(), SecretValue::new(KEY_USER)),
+                (
+                    fields::SSH_PRIVATE_KEY.to_string(),
+                    SecretValue::new(server.client_key()),
+                ),
+            ]),
+        )
+        .await
+        .expect("secrets");
+    // Three days on the site, and the firm's login cannot read it.
+    let stuck = server.export_dir.join("ACME_2026-11-30.xml.pgp");
+    let encrypted = firm.drop_export("ACME_2026-11-30.xml.pgp", SAMPLE.as_bytes(), true);
+    std::fs::rename(&encrypted, &stuck).expect("onto the site");
+    let status = Command::new("chmod")
+        .arg("000")
+        .arg(&stuck)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let touched = Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(&stuck)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+
+    let strict = chat_archive(&firm, &["run", "--strict"]);
+    assert!(!strict.status.success());
+    let alerts = alerts(&strict);
+    assert!(
+        alerts.iter().any(
+            |a| a.contains("ACME_2026-11-30.xml.pgp: on the source since")
+                && a.contains("still not fetched")
+        ),
+        "{alerts:#?}\n{}",
+        String::from_utf8_lossy(&strict.stderr)
+    );
+}
