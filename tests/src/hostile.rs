@@ -212,7 +212,9 @@ pub struct HugeExport {
     /// The message text as a parser must return it (entities resolved).
     pub text_len: u64,
     pub text_sha256: String,
-    /// The same text with CRLF line ends, as a mail body carries it.
+    /// The same text as the plain transcript carries it: CRLF line ends,
+    /// each continuation line indented by four spaces (so that no line of
+    /// chat text can pass for an entry of its own).
     pub text_crlf_len: u64,
     pub text_crlf_sha256: String,
     /// The `<Conversation>` element holding the message, byte for byte.
@@ -287,7 +289,7 @@ pub fn write_huge_message_export(
         match line.strip_suffix(b"\n") {
             Some(body) => {
                 crlf.extend_from_slice(body);
-                crlf.extend_from_slice(b"\r\n");
+                crlf.extend_from_slice(b"\r\n    ");
             }
             None => crlf.extend_from_slice(&line),
         }
