@@ -13,6 +13,13 @@ use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, SystemTime};
 
+use chat_archive_core::adapters::sftp::SftpConfig;
+use chat_archive_core::adapters::SecretsFile;
+use chat_archive_core::ports::secrets::fields;
+use chat_archive_core::ports::{SecretStore, SecretValue};
+
+use crate::local::Firm;
+
 pub const KEY_USER: &str = "cafirmkey";
 pub const PASSWORD_USER: &str = "cafirmpw";
 pub const BOTH_USER: &str = "cafirmboth";
@@ -247,6 +254,40 @@ impl Sshd {
     }
 
     /// The unencrypted client private key (OpenSSH format).
+    /// The site as a firm configures it: this server on loopback, its host
+    /// key pinned, short timeouts, one attempt, no settle pause.
+    pub fn site_config(&self) -> SftpConfig {
+        SftpConfig {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            directory: self.export_dir.display().to_string(),
+            host_keys: vec![self.host_key()],
+            connect_timeout_secs: 20,
+            request_timeout_secs: 20,
+            settle_secs: 0,
+            attempts: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Puts the key login of [`KEY_USER`] (firm code and private key) into
+    /// the firm's secret.
+    pub async fn grant_key_login(&self, firm: &Firm) {
+        SecretsFile::new(firm.layout.secrets())
+            .update(
+                "ice",
+                std::collections::BTreeMap::from([
+                    (fields::FIRM_CODE.to_string(), SecretValue::new(KEY_USER)),
+                    (
+                        fields::SSH_PRIVATE_KEY.to_string(),
+                        SecretValue::new(self.client_key()),
+                    ),
+                ]),
+            )
+            .await
+            .expect("secrets");
+    }
+
     pub fn client_key(&self) -> String {
         std::fs::read_to_string(self.path("client")).expect("client key")
     }

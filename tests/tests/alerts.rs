@@ -6,14 +6,10 @@
 
 use std::process::{Command, Output};
 
-use chat_archive_core::adapters::sftp::SftpConfig;
-use chat_archive_core::adapters::SecretsFile;
 use chat_archive_core::config::ConnectorConfig;
 use chat_archive_core::crypto::SignaturePolicy;
-use chat_archive_core::ports::secrets::fields;
-use chat_archive_core::ports::{SecretStore, SecretValue};
 use integration_tests::local::Firm;
-use integration_tests::sshd::{Sshd, KEY_USER};
+use integration_tests::sshd::Sshd;
 
 const JDOE: &str = "jdoe@acme.example";
 const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
@@ -127,31 +123,9 @@ async fn a_file_stuck_on_the_sftp_site_for_days_is_an_alert() {
     let server = Sshd::start();
     let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
     firm.write_config(config(|c| {
-        c.sftp = Some(SftpConfig {
-            host: "127.0.0.1".into(),
-            port: server.port,
-            directory: server.export_dir.display().to_string(),
-            host_keys: vec![server.host_key()],
-            connect_timeout_secs: 20,
-            request_timeout_secs: 20,
-            settle_secs: 0,
-            attempts: 1,
-            ..Default::default()
-        })
+        c.sftp = Some(server.site_config());
     }));
-    SecretsFile::new(firm.layout.secrets())
-        .update(
-            "ice",
-            std::collections::BTreeMap::from([
-                (fields::FIRM_CODE.to_string(), SecretValue::new(KEY_USER)),
-                (
-                    fields::SSH_PRIVATE_KEY.to_string(),
-                    SecretValue::new(server.client_key()),
-                ),
-            ]),
-        )
-        .await
-        .expect("secrets");
+    server.grant_key_login(&firm).await;
     // Three days on the site, and the firm's login cannot read it.
     let stuck = server.export_dir.join("ACME_2026-11-30.xml.pgp");
     let encrypted = firm.drop_export("ACME_2026-11-30.xml.pgp", SAMPLE.as_bytes(), true);

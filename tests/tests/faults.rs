@@ -28,20 +28,19 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
-use chat_archive_core::adapters::{LocalStore, SecretsFile, SftpConfig};
+use chat_archive_core::adapters::{LocalStore, SftpConfig};
 use chat_archive_core::config::ConnectorConfig;
 use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline, Silent};
-use chat_archive_core::ports::secrets::fields;
-use chat_archive_core::ports::{ObjectStore, SecretStore, SecretValue};
+use chat_archive_core::ports::ObjectStore;
 use chat_archive_core::Error;
 use integration_tests::faults::{
     assert_each_conversation_once, assert_store_objects_whole, at_nth_call, copy_tree, corpus,
     count_files, seeds, Call, CorpusShape, ExportFile, HookStore, Rng, MAILBOXES,
 };
 use integration_tests::local::Firm;
-use integration_tests::sshd::{Sshd, KEY_USER};
+use integration_tests::sshd::Sshd;
 
 // ---------------------------------------------------------------------------
 // The local pipeline process killed at a random point.
@@ -200,17 +199,10 @@ async fn the_local_run_killed_at_a_random_point_then_run_again_imports_each_conv
 
 fn site_config(server: &Sshd) -> SftpConfig {
     SftpConfig {
-        host: "127.0.0.1".into(),
-        port: server.port,
-        directory: server.export_dir.display().to_string(),
-        host_keys: vec![server.host_key()],
-        connect_timeout_secs: 20,
-        request_timeout_secs: 20,
-        settle_secs: 0,
         attempts: 3,
         backoff_ms: 20,
         backoff_max_ms: 100,
-        ..Default::default()
+        ..server.site_config()
     }
 }
 
@@ -247,19 +239,7 @@ async fn the_sftp_server_stopped_mid_transfer_then_the_next_run_imports_each_con
     config.signature_policy = SignaturePolicy::Required;
     config.sftp = Some(site_config(&server));
     firm.write_config(config);
-    SecretsFile::new(firm.layout.secrets())
-        .update(
-            "ice",
-            std::collections::BTreeMap::from([
-                (fields::FIRM_CODE.to_string(), SecretValue::new(KEY_USER)),
-                (
-                    fields::SSH_PRIVATE_KEY.to_string(),
-                    SecretValue::new(server.client_key()),
-                ),
-            ]),
-        )
-        .await
-        .expect("secrets");
+    server.grant_key_login(&firm).await;
 
     // The server stops (its sessions killed, then the listener) once
     // 256 KiB of the big file have streamed into the store.

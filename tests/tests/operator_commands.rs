@@ -254,23 +254,16 @@ fn doctor_is_healthy_on_a_fresh_firm_and_names_each_fault() {
 #[tokio::test]
 async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
     use chat_archive_core::adapters::sftp::SftpConfig;
-    use chat_archive_core::adapters::SecretsFile;
+
     use chat_archive_core::config::ConnectorConfig;
-    use chat_archive_core::ports::secrets::fields;
-    use chat_archive_core::ports::{SecretStore, SecretValue};
-    use integration_tests::sshd::{Sshd, KEY_USER};
+
+    use integration_tests::sshd::Sshd;
 
     let server = Sshd::start();
     let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
     let site = |host_key: String| SftpConfig {
-        host: "127.0.0.1".into(),
-        port: server.port,
-        directory: server.export_dir.display().to_string(),
         host_keys: vec![host_key],
-        connect_timeout_secs: 20,
-        request_timeout_secs: 20,
-        attempts: 1,
-        ..Default::default()
+        ..server.site_config()
     };
     let configure = |host_key: String| {
         let mut config = ConnectorConfig::ice();
@@ -279,19 +272,7 @@ async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
         config.sftp = Some(site(host_key));
         firm.write_config(config);
     };
-    SecretsFile::new(firm.layout.secrets())
-        .update(
-            "ice",
-            std::collections::BTreeMap::from([
-                (fields::FIRM_CODE.to_string(), SecretValue::new(KEY_USER)),
-                (
-                    fields::SSH_PRIVATE_KEY.to_string(),
-                    SecretValue::new(server.client_key()),
-                ),
-            ]),
-        )
-        .await
-        .expect("secrets");
+    server.grant_key_login(&firm).await;
 
     configure(server.host_key());
     let out = ok(&firm, &["doctor"]);

@@ -282,13 +282,7 @@ async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
     let alerts = match args.strict {
         true => {
             let now = chrono::Utc::now();
-            let alerts = chat_archive_core::alerts::check(
-                &pipeline.ctx,
-                pipeline.secrets.as_ref(),
-                Some(pipeline.source.as_ref()),
-                now,
-            )
-            .await?;
+            let alerts = pipeline.alerts(now).await?;
             for alert in &alerts {
                 eprintln!("ALERT {}", alert.message);
             }

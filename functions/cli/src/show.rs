@@ -138,13 +138,7 @@ pub async fn status_page(layout: &LocalLayout, file: &std::path::Path) -> anyhow
     let reports = std::path::absolute(layout.store().join("reports"))
         .unwrap_or_else(|_| layout.store().join("reports"));
     let now = chrono::Utc::now();
-    let alerts = chat_archive_core::alerts::check(
-        &pipeline.ctx,
-        pipeline.secrets.as_ref(),
-        Some(pipeline.source.as_ref()),
-        now,
-    )
-    .await?;
+    let alerts = pipeline.alerts(now).await?;
     let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
     let html = status_page::render(
         &pages,

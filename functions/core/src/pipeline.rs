@@ -132,6 +132,20 @@ impl Pipeline {
         })
     }
 
+    /// The alerts that hold at `now`, the source listed (see [`crate::alerts`]).
+    pub async fn alerts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::alerts::Alert>> {
+        crate::alerts::check(
+            &self.ctx,
+            self.secrets.as_ref(),
+            Some(self.source.as_ref()),
+            now,
+        )
+        .await
+    }
+
     pub async fn decrypt_keys(&self) -> Result<Arc<DecryptKeys>> {
         let secret = self.secrets.load(&self.ctx.config.name).await?;
         Ok(Arc::new(decrypt::keys_from_secret(
