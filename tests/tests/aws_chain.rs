@@ -284,6 +284,12 @@ async fn the_chain_runs_as_on_lambda_from_an_encrypted_export_to_the_mailboxes()
         rebuilt.written,
         vec!["reports/ice/2026-11-20/status.json".to_string()]
     );
+    // The days after the export's, with no file of their own, are alerts,
+    // and the metrics line counts them for the template's alarm.
+    let counts = chat_archive_core::metrics::counts(Function::Import, &Ok(rebuilt));
+    assert!(counts["AlertNoFileForDay"] >= 1, "{counts:?}");
+    assert_eq!(counts["AlertKeyExpiring"], 0, "{counts:?}");
+    assert_eq!(counts["AlertQuarantineWaiting"], 0, "{counts:?}");
     let status = chain.day_status("2026-11-20").await;
     assert_eq!(
         (
@@ -735,4 +741,63 @@ async fn a_stage_answers_through_the_lambda_runtime_api() {
         !logs.contains(FIRM_PASSPHRASE) && !logs.contains("PRIVATE KEY"),
         "{logs}"
     );
+    // The invocation's counts as one embedded-metric-format line, in the
+    // namespace and dimension the template's alarms watch.
+    let metrics: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(metrics.len(), 1, "{logs}");
+    let line = metrics[0];
+    let directive = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(
+        directive["Namespace"],
+        chat_archive_core::metrics::NAMESPACE
+    );
+    assert_eq!(line["Connector"], "ice");
+    assert_eq!(line["Function"], "decrypt");
+    assert_eq!(line["ObjectsWritten"], 1, "{line}");
+    assert_eq!(line["Quarantined"], 0, "{line}");
+    assert_eq!(line["InvocationErrors"], 0, "{line}");
+}
+
+/// Every alarm on the functions' own metrics watches a metric they emit,
+/// with the dimension they emit it under; and each alert kind has an alarm.
+#[test]
+fn the_templates_metric_alarms_watch_what_the_functions_emit() {
+    let template = std::fs::read_to_string(moto::repo_root().join("infra/template.yaml")).unwrap();
+    let emitted = chat_archive_core::metrics::names();
+    let mut watched = Vec::new();
+    for alarm in template.split("Type: AWS::CloudWatch::Alarm").skip(1) {
+        let field = |name: &str| {
+            alarm
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if field("Namespace:") != chat_archive_core::metrics::NAMESPACE {
+            continue;
+        }
+        let metric = field("MetricName:");
+        assert!(
+            emitted.contains(&metric.as_str()),
+            "{metric} is never emitted"
+        );
+        assert!(
+            field("Dimensions:").contains("Name: Connector, Value: !Ref ConnectorName"),
+            "{metric}: alarm on the Connector dimension"
+        );
+        watched.push(metric);
+    }
+    for kind in [
+        chat_archive_core::alerts::AlertKind::NoFileForDay,
+        chat_archive_core::alerts::AlertKind::UnfetchedOnSource,
+        chat_archive_core::alerts::AlertKind::KeyExpiring,
+        chat_archive_core::alerts::AlertKind::QuarantineWaiting,
+    ] {
+        let metric = chat_archive_core::metrics::alert_metric(kind);
+        assert!(watched.iter().any(|m| m == metric), "no alarm on {metric}");
+    }
+    for metric in ["Quarantined", "ImportFailures"] {
+        assert!(watched.iter().any(|m| m == metric), "no alarm on {metric}");
+    }
 }

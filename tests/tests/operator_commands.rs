@@ -357,3 +357,132 @@ async fn doctor_checks_the_mail_server_credential_and_every_mapped_mailbox_on_do
         "no secret value shown: {out}"
     );
 }
+
+/// The same commands against a deployed archive: the mapping into the bucket,
+/// secret fields into Secrets Manager, each read back with boto3.
+#[test]
+fn mapping_and_secret_commands_write_to_the_bucket_and_secrets_manager() {
+    use integration_tests::moto::Moto;
+
+    let moto = Moto::start();
+    moto.boto(
+        r#"
+s3.create_bucket(Bucket="archive")
+sm.create_secret(Name="chat-archive/ice", SecretString=json.dumps({"firm_code": "ACME"}))
+"#,
+        serde_json::Value::Null,
+    );
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let aws = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
+            .arg("--data-dir")
+            .arg(&firm.layout.data_dir)
+            .args(args)
+            .envs(moto.env())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("chat-archive runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin written");
+        child.wait_with_output().expect("chat-archive ends")
+    };
+
+    let csv = firm.dir.path().join("mapping.csv");
+    std::fs::write(&csv, "ImId,Mailbox\njdoe1,jdoe@acme.example\nbroken\n").unwrap();
+    let set = aws(
+        &[
+            "mapping",
+            "set",
+            csv.to_str().unwrap(),
+            "--bucket",
+            "archive",
+        ],
+        "",
+    );
+    assert!(set.status.success(), "{set:?}");
+    let out = String::from_utf8_lossy(&set.stdout);
+    assert!(out.contains("row 3"), "{out}");
+    assert!(out.contains("+ jdoe1 -> jdoe@acme.example"), "{out}");
+    let in_bucket = moto.boto(
+        r#"out(s3.get_object(Bucket="archive", Key="config/ice/mapping.csv")["Body"].read().decode())"#,
+        serde_json::Value::Null,
+    );
+    assert_eq!(
+        in_bucket.as_str(),
+        Some("ImId,Mailbox\njdoe1,jdoe@acme.example\nbroken\n")
+    );
+    // Nothing was written to the data directory's own store.
+    assert!(!firm.layout.store().join("config/ice/mapping.csv").exists());
+    let show = aws(&["mapping", "show", "--bucket", "archive", "--json"], "");
+    assert!(show.status.success(), "{show:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("JSON");
+    assert_eq!(
+        shown["rows"],
+        serde_json::json!([{"im_id": "jdoe1", "mailbox": "jdoe@acme.example"}])
+    );
+
+    // A secret field set from standard input, merged into the secret.
+    let set = aws(
+        &[
+            "secret",
+            "set",
+            "mailbox_password",
+            "--stdin",
+            "--secret-id",
+            "chat-archive/ice",
+        ],
+        "s3cret-imap\n",
+    );
+    assert!(set.status.success(), "{set:?}");
+    let stored = moto.boto(
+        r#"out(json.loads(sm.get_secret_value(SecretId="chat-archive/ice")["SecretString"]))"#,
+        serde_json::Value::Null,
+    );
+    assert_eq!(
+        stored,
+        serde_json::json!({"firm_code": "ACME", "mailbox_password": "s3cret-imap"})
+    );
+    let list = aws(
+        &[
+            "secret",
+            "list",
+            "--secret-id",
+            "chat-archive/ice",
+            "--json",
+        ],
+        "",
+    );
+    assert!(list.status.success(), "{list:?}");
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(!text.contains("s3cret-imap"), "no value shown: {text}");
+    let listed: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        listed["set"],
+        serde_json::json!(["firm_code", "mailbox_password"])
+    );
+
+    // A bucket that does not exist: one line naming it.
+    let missing = aws(
+        &[
+            "mapping",
+            "set",
+            csv.to_str().unwrap(),
+            "--bucket",
+            "no-such-bucket",
+        ],
+        "",
+    );
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("no-such-bucket") || err.contains("NoSuchBucket"),
+        "{err}"
+    );
+}

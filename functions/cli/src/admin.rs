@@ -1,17 +1,22 @@
-//! The operator's set-up commands on the embedded defaults: the mapping CSV,
-//! Maildir mailboxes and the secret's fields, each by command instead of by
-//! editing files in the data directory.
+//! The operator's set-up commands: the mapping CSV, Maildir mailboxes and
+//! the secret's fields, each by command instead of by editing files. The
+//! mapping and the secret live in the data directory (embedded defaults) or,
+//! given `--bucket` / `--secret-id`, on AWS (credentials and region from the
+//! default chain, `AWS_ENDPOINT_URL` for a stand-in).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use std::sync::Arc;
+
 use chat_archive_core::adapters::MaildirSink;
+use chat_archive_core::aws::{self, SdkOptions};
 use chat_archive_core::mail::is_plausible_address;
 use chat_archive_core::mapping::MappingTable;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline};
 use chat_archive_core::ports::secrets::fields;
-use chat_archive_core::ports::{Metadata, SecretValue};
+use chat_archive_core::ports::{Metadata, ObjectStore, SecretStore, SecretValue};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -26,6 +31,10 @@ pub enum MappingCommand {
         /// `ice` (default) or `xip`.
         #[arg(long, default_value = "ice")]
         connector: String,
+        /// Store it in this S3 bucket (the deployed archive's) instead of
+        /// the data directory.
+        #[arg(long)]
+        bucket: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -34,6 +43,12 @@ pub enum MappingCommand {
     Show {
         #[arg(long, default_value = "ice")]
         connector: String,
+        /// Read it from this S3 bucket instead of the data directory.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Print JSON instead of CSV.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -61,11 +76,21 @@ pub enum SecretCommand {
         stdin: bool,
         #[arg(long, default_value = "ice")]
         connector: String,
+        /// Write to this Secrets Manager secret (name or ARN) instead of
+        /// the data directory's secrets.json.
+        #[arg(long)]
+        secret_id: Option<String>,
     },
     /// The field names the connector's secret holds (never their values).
     List {
         #[arg(long, default_value = "ice")]
         connector: String,
+        /// Read this Secrets Manager secret instead of secrets.json.
+        #[arg(long)]
+        secret_id: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -101,6 +126,35 @@ fn mapping_key(pipeline: &Pipeline, connector: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The store the mapping lives in: the bucket when given, else the data
+/// directory's; and the mapping's key in it.
+async fn mapping_store(
+    layout: &LocalLayout,
+    connector: &str,
+    bucket: Option<&str>,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
+    let pipeline = Pipeline::local(layout)?;
+    let key = mapping_key(&pipeline, connector)?;
+    let store: Arc<dyn ObjectStore> = match bucket {
+        Some(bucket) => Arc::new(aws::bucket_store(bucket, &SdkOptions::from_env()).await),
+        None => pipeline.ctx.store.clone(),
+    };
+    Ok((store, key))
+}
+
+/// The secret store: the Secrets Manager secret when given, else the data
+/// directory's secrets.json.
+async fn secret_store(
+    layout: &LocalLayout,
+    connector: &str,
+    secret_id: Option<&str>,
+) -> anyhow::Result<Arc<dyn SecretStore>> {
+    Ok(match secret_id {
+        Some(id) => Arc::new(aws::secret_store(connector, id, &SdkOptions::from_env()).await),
+        None => Pipeline::local(layout)?.secrets,
+    })
+}
+
 pub async fn mapping(layout: &LocalLayout, command: MappingCommand) -> anyhow::Result<()> {
     match command {
         MappingCommand::Template => {
@@ -110,20 +164,29 @@ pub async fn mapping(layout: &LocalLayout, command: MappingCommand) -> anyhow::R
         MappingCommand::Set {
             file,
             connector,
+            bucket,
             json,
-        } => set_mapping(layout, &file, &connector, json).await,
-        MappingCommand::Show { connector } => show_mapping(layout, &connector).await,
+        } => {
+            let (store, key) = mapping_store(layout, &connector, bucket.as_deref()).await?;
+            set_mapping(store.as_ref(), &key, &file, json).await
+        }
+        MappingCommand::Show {
+            connector,
+            bucket,
+            json,
+        } => {
+            let (store, key) = mapping_store(layout, &connector, bucket.as_deref()).await?;
+            show_mapping(store.as_ref(), &key, &connector, json).await
+        }
     }
 }
 
 async fn set_mapping(
-    layout: &LocalLayout,
+    store: &dyn ObjectStore,
+    key: &str,
     file: &Path,
-    connector: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let pipeline = Pipeline::local(layout)?;
-    let key = mapping_key(&pipeline, connector)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
     let new = MappingTable::from_csv(&bytes, &name);
@@ -133,15 +196,14 @@ async fn set_mapping(
         }
         bail!("{name}: no usable row; the mapping in use is unchanged");
     }
-    let store = pipeline.ctx.store.as_ref();
-    let current = match store.head(&key).await? {
-        Some(_) => MappingTable::from_csv(&store.get_bytes(&key).await?, &key),
+    let current = match store.head(key).await? {
+        Some(_) => MappingTable::from_csv(&store.get_bytes(key).await?, key),
         None => MappingTable::default(),
     };
     let diff = current.diff(&new);
     let mut metadata = Metadata::new();
     metadata.insert("stage".into(), "mapping-set".into());
-    let info = store.put_bytes(&key, bytes, &metadata).await?;
+    let info = store.put_bytes(key, bytes, &metadata).await?;
     let problems: Vec<String> = new.problems.iter().map(ToString::to_string).collect();
     if json {
         let report = serde_json::json!({
@@ -174,15 +236,34 @@ async fn set_mapping(
     Ok(())
 }
 
-async fn show_mapping(layout: &LocalLayout, connector: &str) -> anyhow::Result<()> {
-    let pipeline = Pipeline::local(layout)?;
-    let key = mapping_key(&pipeline, connector)?;
-    let store = pipeline.ctx.store.as_ref();
-    let Some(info) = store.head(&key).await? else {
-        println!("# no mapping CSV for {connector}: automatic mapping only");
+async fn show_mapping(
+    store: &dyn ObjectStore,
+    key: &str,
+    connector: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some(info) = store.head(key).await? else {
+        if json {
+            println!("{}", serde_json::json!({ "key": key, "rows": [] }));
+        } else {
+            println!("# no mapping CSV for {connector}: automatic mapping only");
+        }
         return Ok(());
     };
-    let table = MappingTable::from_csv(&store.get_bytes(&key).await?, &key);
+    let table = MappingTable::from_csv(&store.get_bytes(key).await?, key);
+    if json {
+        let rows: Vec<_> = table
+            .rows()
+            .iter()
+            .map(|(im_id, mailbox)| serde_json::json!({ "im_id": im_id, "mailbox": mailbox }))
+            .collect();
+        let problems: Vec<String> = table.problems.iter().map(ToString::to_string).collect();
+        let report = serde_json::json!({
+            "key": key, "sha256": info.sha256, "rows": rows, "problems": problems,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     println!("# {key} sha256 {}", info.sha256);
     println!("ImId,Mailbox");
     for (im_id, mailbox) in table.rows() {
@@ -279,13 +360,13 @@ fn folder_counts(maildir: &Path) -> Vec<(String, usize)> {
 }
 
 pub async fn secret(layout: &LocalLayout, command: SecretCommand) -> anyhow::Result<()> {
-    let pipeline = Pipeline::local(layout)?;
     match command {
         SecretCommand::Set {
             field,
             file,
             stdin,
             connector,
+            secret_id,
         } => {
             if !KNOWN_FIELDS.contains(&field.as_str()) {
                 bail!(
@@ -315,12 +396,30 @@ pub async fn secret(layout: &LocalLayout, command: SecretCommand) -> anyhow::Res
             let update = [(field.clone(), SecretValue::new(value))]
                 .into_iter()
                 .collect();
-            pipeline.secrets.update(&connector, update).await?;
+            let secrets = secret_store(layout, &connector, secret_id.as_deref()).await?;
+            secrets.update(&connector, update).await?;
             println!("{connector}: {field} set");
             Ok(())
         }
-        SecretCommand::List { connector } => {
-            let secret = pipeline.secrets.load(&connector).await?;
+        SecretCommand::List {
+            connector,
+            secret_id,
+            json,
+        } => {
+            let secrets = secret_store(layout, &connector, secret_id.as_deref()).await?;
+            let secret = secrets.load(&connector).await?;
+            if json {
+                // Names only: a value never leaves the store by this command.
+                let set: Vec<&String> = secret.fields.keys().collect();
+                let missing: Vec<&str> = KNOWN_FIELDS
+                    .into_iter()
+                    .filter(|f| secret.get(f).is_none())
+                    .collect();
+                let report =
+                    serde_json::json!({ "secret": secret.name, "set": set, "missing": missing });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
             for field in KNOWN_FIELDS {
                 let state = if secret.get(field).is_some() {
                     "set"

@@ -133,7 +133,11 @@ async fn missing_days(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<Alert>> {
 
 /// Files on the source, old enough to be deleted there soon, that the
 /// checkpoint does not hold.
-async fn unfetched(ctx: &Context, source: &dyn Source, now: DateTime<Utc>) -> Result<Vec<Alert>> {
+pub async fn unfetched(
+    ctx: &Context,
+    source: &dyn Source,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>> {
     let limit = now - Duration::hours(ctx.config.alerts.unfetched_after_hours);
     let fetched = crate::stages::fetch::fetched_files(ctx).await?;
     let listing = match source.list().await {

@@ -80,6 +80,43 @@ pub struct SdkOptions {
     pub force_path_style: bool,
 }
 
+impl SdkOptions {
+    /// The default chain (credentials, region), and one endpoint for every
+    /// service when `AWS_ENDPOINT_URL` names a stand-in: what the operator's
+    /// commands use against a deployed archive.
+    pub fn from_env() -> Self {
+        let endpoint_url = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        Self {
+            force_path_style: endpoint_url.is_some(),
+            endpoint_url,
+            ..Self::default()
+        }
+    }
+}
+
+/// The archive bucket as an object store, for the operator's commands.
+pub async fn bucket_store(bucket: &str, options: &SdkOptions) -> S3Store {
+    let sdk = sdk_config(options).await;
+    S3Store::new(
+        s3_client(&sdk, options.force_path_style),
+        S3Settings::new(bucket),
+    )
+}
+
+/// A Secrets Manager secret as a connector's secret store, for the
+/// operator's commands.
+pub async fn secret_store(
+    connector: &str,
+    secret_id: &str,
+    options: &SdkOptions,
+) -> SecretsManagerStore {
+    let sdk = sdk_config(options).await;
+    SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(&sdk))
+        .with_secret(connector, secret_id)
+}
+
 impl AwsSettings {
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -310,6 +347,7 @@ pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime
             if let Err(e) = &response {
                 tracing::error!(function = ?function, request_id = %event.context.request_id, error = %e, "failed");
             }
+            crate::metrics::emit(function, &lambda.pipeline.ctx.config.name, &response);
             Ok::<_, lambda_runtime::Error>(response?)
         }
     };
@@ -385,7 +423,16 @@ impl Lambda {
         let bytes = serde_json::to_vec(event).map_err(|e| Error::Config(e.to_string()))?;
         let request = function::parse_fetch_request(&bytes)?;
         tracing::info!(?request, "fetch");
-        function::invoke_fetch(&self.pipeline, &request).await
+        let mut response = function::invoke_fetch(&self.pipeline, &request).await?;
+        // Only fetch reaches the source: files left there are its alert.
+        response.alerts = crate::alerts::unfetched(
+            &self.pipeline.ctx,
+            self.pipeline.source.as_ref(),
+            chrono::Utc::now(),
+        )
+        .await?;
+        response.alerts_checked = vec![crate::alerts::AlertKind::UnfetchedOnSource];
+        Ok(response)
     }
 
     /// decrypt, convert, import: the stage for every object of the event.
@@ -429,8 +476,14 @@ impl Lambda {
             ImportEvent::S3(event) => self.s3(Function::Import, &event).await,
             ImportEvent::Status(request) if !request.rebuild_status => Ok(Response::default()),
             ImportEvent::Status(request) => {
-                let days = rebuild_status(&self.pipeline, &request.days).await?;
+                let (days, alerts) = rebuild_status(&self.pipeline, &request.days).await?;
                 Ok(Response {
+                    alerts,
+                    alerts_checked: vec![
+                        crate::alerts::AlertKind::NoFileForDay,
+                        crate::alerts::AlertKind::KeyExpiring,
+                        crate::alerts::AlertKind::QuarantineWaiting,
+                    ],
                     written: days
                         .iter()
                         .map(|d| format!("{}status.json", status::day_prefix(&d.connector, &d.day)))
@@ -496,8 +549,12 @@ pub async fn mark_for_status(pipeline: &Pipeline, days: &BTreeSet<String>) -> Re
 
 /// Rebuilds the status log of the days named, or of every marked day. A
 /// mark is removed before its day's records are read, so a record written
-/// meanwhile marks the day again and the next run folds it in.
-pub async fn rebuild_status(pipeline: &Pipeline, days: &[String]) -> Result<Vec<DayStatus>> {
+/// meanwhile marks the day again and the next run folds it in. Then the
+/// status page, and the alerts it shows.
+pub async fn rebuild_status(
+    pipeline: &Pipeline,
+    days: &[String],
+) -> Result<(Vec<DayStatus>, Vec<crate::alerts::Alert>)> {
     let store = pipeline.ctx.store.as_ref();
     let connector = &pipeline.ctx.config.name;
     let prefix = dirty_prefix(connector);
@@ -534,12 +591,13 @@ pub async fn rebuild_status(pipeline: &Pipeline, days: &[String]) -> Result<Vec<
         );
         rebuilt.push(status);
     }
-    write_status_page(pipeline).await?;
-    Ok(rebuilt)
+    let alerts = write_status_page(pipeline).await?;
+    Ok((rebuilt, alerts))
 }
 
-/// The status page beside the logs (`reports/index.html`), linking to them.
-async fn write_status_page(pipeline: &Pipeline) -> Result<()> {
+/// The status page beside the logs (`reports/index.html`), linking to them;
+/// returns the alerts it shows.
+async fn write_status_page(pipeline: &Pipeline) -> Result<Vec<crate::alerts::Alert>> {
     use crate::status_page;
     let store = pipeline.ctx.store.as_ref();
     let connector = &pipeline.ctx.config.name;
@@ -558,7 +616,7 @@ async fn write_status_page(pipeline: &Pipeline) -> Result<()> {
             &crate::ports::Metadata::new(),
         )
         .await?;
-    Ok(())
+    Ok(alerts)
 }
 
 /// Where the status schedule keeps the status page.

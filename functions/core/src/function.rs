@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use aws_lambda_events::s3::S3Event;
 use serde::Serialize;
 
+use crate::alerts::{Alert, AlertKind};
 use crate::error::{Error, Result};
 use crate::events::{object_keys, FetchRequest};
 use crate::mapping::Mapper;
@@ -24,6 +25,16 @@ pub enum Function {
 }
 
 impl Function {
+    /// The function's name, as in the template and the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Fetch => "fetch",
+            Function::Decrypt => "decrypt",
+            Function::Convert => "convert",
+            Function::Import => "import",
+        }
+    }
+
     fn stage(self) -> Option<Stage> {
         match self {
             Function::Fetch => None,
@@ -44,6 +55,19 @@ pub struct Response {
     /// is due for a rebuild).
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub days: BTreeSet<String>,
+    /// Mails that reached no mailbox.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failed: usize,
+    /// Alerts that hold (see [`crate::alerts`]), of the kinds in
+    /// `alerts_checked`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<Alert>,
+    #[serde(skip)]
+    pub alerts_checked: Vec<AlertKind>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub fn data_dir() -> PathBuf {
@@ -179,6 +203,9 @@ pub async fn invoke_s3(
             }
             StageResult::Imported(record) => {
                 response.days.insert(record.day.clone());
+                if record.state == status::ItemState::Failed {
+                    response.failed += 1;
+                }
                 response
                     .imported
                     .push(format!("{} {:?}", record.item_id, record.state))

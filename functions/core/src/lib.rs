@@ -25,6 +25,8 @@ pub mod keys;
 pub mod ledger;
 pub mod mail;
 pub mod mapping;
+#[cfg(feature = "aws")]
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
