@@ -116,6 +116,47 @@ fn a_day_without_a_file_an_expiring_key_and_old_quarantine_fail_a_strict_run() {
         "the page shows them all"
     );
     assert!(html.contains("no file arrived for 2026-11-21"));
+
+    // The doctor warns about the key (its run still passes) and says when
+    // the last run was.
+    let doctor = chat_archive(&firm, &["doctor"]);
+    let out = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let line = |check: &str| {
+        out.lines()
+            .find(|l| l[4..].trim_start().starts_with(check))
+            .unwrap_or_else(|| panic!("no {check:?} line in:\n{out}"))
+            .to_string()
+    };
+    let keys = line("keys");
+    assert!(keys.starts_with("warn"), "{out}");
+    assert!(keys.contains("the signer's key expires"), "{out}");
+    assert!(line("schedule").contains("last run"), "{out}");
+    assert!(doctor.status.success(), "a warning is no failure: {out}");
+
+    // A key that has expired is a failure.
+    firm.gpg
+        .generate_signer_expiring("Past signer <past@ice.example>", "seconds=1");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::fs::write(&key, firm.gpg.export_public("past@ice.example")).unwrap();
+    let set = chat_archive(
+        &firm,
+        &[
+            "secret",
+            "set",
+            "signer_public_key",
+            "--file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(set.status.success(), "{set:?}");
+    let doctor = chat_archive(&firm, &["doctor"]);
+    let out = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(!doctor.status.success(), "{out}");
+    let keys = out.lines().find(|l| l.contains("keys")).unwrap_or_default();
+    assert!(
+        keys.starts_with("FAIL") && keys.contains("expired"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -143,6 +143,59 @@ fn mailbox_add_then_a_run_delivers_there_and_list_counts_the_mail() {
     );
 }
 
+/// What scripts read: every reporting command speaks JSON on --json, and
+/// its numbers are the ones on disk.
+#[test]
+fn reporting_commands_speak_json_for_scripts() {
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = chat_archive(&firm, args);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {output:?}"))
+    };
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    firm.drop_export("ACME_2026-11-21.xml.pgp", b"<IceChatExport", true);
+    let run = json(&["run", "--json"]);
+    assert_eq!(run["fetched"].as_array().map(Vec::len), Some(2), "{run}");
+    let quarantined = run["quarantined"].as_array().expect("list");
+    assert_eq!(quarantined.len(), 1, "{run}");
+    assert!(
+        quarantined[0]["key"]
+            .as_str()
+            .unwrap()
+            .contains("ACME_2026-11-21"),
+        "{run}"
+    );
+    let day = run["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["day"] == "2026-11-20")
+        .expect("the day's record");
+    let jdoe = read_folder(&ice_folder(&firm, JDOE));
+    assert_eq!(day["imported"], jdoe.len(), "{day}");
+
+    let listed = json(&["mailbox", "list", "--json"]);
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mailbox"] == JDOE)
+        .expect("jdoe listed");
+    assert_eq!(entry["folders"]["ICE Chat"], jdoe.len(), "{listed}");
+
+    let secrets = json(&["secret", "list", "--json"]);
+    assert!(secrets["set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "pgp_private_key"));
+    let doctor = json(&["doctor", "--json"]);
+    assert!(doctor["checks"].as_array().unwrap().len() >= 5, "{doctor}");
+    let status = json(&["status", "--json", "--day", "2026-11-20"]);
+    assert!(status.to_string().contains("\"imported\""), "{status}");
+}
+
 #[test]
 fn secret_fields_are_set_by_command_and_listed_by_name_only() {
     let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
@@ -277,6 +330,13 @@ async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
     configure(server.host_key());
     let out = ok(&firm, &["doctor"]);
     assert!(verdict(&out, "SFTP site").starts_with("ok"), "{out}");
+    let validated: serde_json::Value =
+        serde_json::from_str(&ok(&firm, &["validate-connection", "--json"])).expect("JSON");
+    assert_eq!(validated["passed"], true, "{validated}");
+    assert!(validated["server_key"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
 
     // Another server's key pinned: a hard failure, never trust on first use.
     let other = chat_archive_core::keys::generate_ssh("other host").expect("key");
@@ -286,6 +346,17 @@ async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
     let out = String::from_utf8_lossy(&wrong.stdout).into_owned();
     assert!(verdict(&out, "SFTP site").starts_with("FAIL"), "{out}");
     assert!(out.to_lowercase().contains("host key"), "{out}");
+    let refused = chat_archive(&firm, &["validate-connection", "--json"]);
+    assert!(!refused.status.success());
+    let validated: serde_json::Value = serde_json::from_slice(&refused.stdout).expect("JSON");
+    assert_eq!(validated["passed"], false, "{validated}");
+    let failed: Vec<&serde_json::Value> = validated["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{validated}");
 }
 
 #[tokio::test]

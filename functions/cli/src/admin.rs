@@ -61,7 +61,11 @@ pub enum MailboxCommand {
         addresses: Vec<String>,
     },
     /// The provisioned mailboxes with their mail count per folder.
-    List,
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,26 +307,45 @@ pub async fn mailbox(layout: &LocalLayout, command: MailboxCommand) -> anyhow::R
             }
             Ok(())
         }
-        MailboxCommand::List => {
+        MailboxCommand::List { json } => {
             let root = layout.mailboxes();
             let mut mailboxes: Vec<_> = std::fs::read_dir(&root)
                 .map(|entries| entries.flatten().map(|e| e.path()).collect())
                 .unwrap_or_default();
             mailboxes.sort();
-            if mailboxes.is_empty() {
+            let listed: Vec<(String, Vec<(String, usize)>)> = mailboxes
+                .iter()
+                .map(|mailbox| {
+                    let name = mailbox.file_name().unwrap_or_default();
+                    (
+                        name.to_string_lossy().into_owned(),
+                        folder_counts(&mailbox.join("Maildir")),
+                    )
+                })
+                .collect();
+            if json {
+                let report: Vec<_> = listed
+                    .iter()
+                    .map(|(mailbox, folders)| {
+                        let folders: serde_json::Map<String, serde_json::Value> = folders
+                            .iter()
+                            .map(|(folder, count)| (folder.clone(), (*count).into()))
+                            .collect();
+                        serde_json::json!({ "mailbox": mailbox, "folders": folders })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            if listed.is_empty() {
                 println!(
                     "no mailbox under {} (add one: chat-archive mailbox add ADDRESS)",
                     root.display()
                 );
             }
-            for mailbox in mailboxes {
-                let name = mailbox
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                println!("{name}");
-                for (folder, count) in folder_counts(&mailbox.join("Maildir")) {
+            for (mailbox, folders) in listed {
+                println!("{mailbox}");
+                for (folder, count) in folders {
                     println!("  {folder:<20} {count} mail(s)");
                 }
             }

@@ -3,19 +3,31 @@
 //! scripts. Secret values are never shown, only field names.
 
 use chat_archive_core::adapters::sftp::validate_connection;
+use chat_archive_core::alerts;
 use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::mapping::MappingTable;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline};
 use chat_archive_core::ports::secrets::fields;
 use chat_archive_core::ports::Metadata;
-use chat_archive_core::stages::decrypt;
+use chat_archive_core::stages::{decrypt, keys};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
 struct Check {
     check: String,
+    /// False only for a failure: a warning still lets the run go.
     ok: bool,
+    /// Works today, needs an operator soon (a key about to expire).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    warning: bool,
     detail: String,
+}
+
+/// What a check found.
+enum Finding {
+    Ok(String),
+    Warn(String),
+    Fail(String),
 }
 
 #[derive(Default, Serialize)]
@@ -25,13 +37,25 @@ struct Report {
 
 impl Report {
     fn add(&mut self, check: impl Into<String>, result: Result<String, String>) {
-        let (ok, detail) = match result {
-            Ok(detail) => (true, detail),
-            Err(detail) => (false, detail),
+        self.add_finding(
+            check,
+            match result {
+                Ok(detail) => Finding::Ok(detail),
+                Err(detail) => Finding::Fail(detail),
+            },
+        );
+    }
+
+    fn add_finding(&mut self, check: impl Into<String>, finding: Finding) {
+        let (ok, warning, detail) = match finding {
+            Finding::Ok(detail) => (true, false, detail),
+            Finding::Warn(detail) => (true, true, detail),
+            Finding::Fail(detail) => (false, false, detail),
         };
         self.checks.push(Check {
             check: check.into(),
             ok,
+            warning,
             detail,
         });
     }
@@ -43,7 +67,11 @@ pub async fn run(layout: &LocalLayout, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for check in &report.checks {
-            let verdict = if check.ok { "ok  " } else { "FAIL" };
+            let verdict = match (check.ok, check.warning) {
+                (false, _) => "FAIL",
+                (true, true) => "warn",
+                (true, false) => "ok  ",
+            };
             println!("{verdict} {:<28} {}", check.check, check.detail);
         }
     }
@@ -108,11 +136,13 @@ async fn examine(layout: &LocalLayout) -> Report {
             )),
         },
     );
-    report.add(
+    let now = chrono::Utc::now();
+    report.add_finding(
         "keys",
-        decrypt::keys_from_secret(&secret, config.signature_policy)
-            .map(|_| "the firm's private key and the signer key parse".to_string())
-            .map_err(|e| e.to_string()),
+        match decrypt::keys_from_secret(&secret, config.signature_policy) {
+            Err(e) => Finding::Fail(e.to_string()),
+            Ok(_) => key_expiry(&secret, now, config.alerts.key_warning_days),
+        },
     );
 
     report.add(
@@ -237,13 +267,57 @@ async fn examine(layout: &LocalLayout) -> Report {
             }
         }
     }
-    report.add(
-        "schedule",
-        Ok(
-            "on one machine: run `chat-archive run` from cron or a systemd timer; on AWS the \
-            daily EventBridge schedule starts fetch"
-                .into(),
-        ),
-    );
+    report.add_finding("schedule", last_run(layout, &config.name, now));
     report
+}
+
+/// The keys parse; each one's expiry: a failure once expired, a warning
+/// within the alert's warning period.
+fn key_expiry(
+    secret: &chat_archive_core::ports::ConnectorSecret,
+    now: chrono::DateTime<chrono::Utc>,
+    warning_days: i64,
+) -> Finding {
+    let mut expired = Vec::new();
+    let mut soon = Vec::new();
+    let mut fine = Vec::new();
+    for (key, expires) in alerts::key_expiries(secret) {
+        match expires {
+            None => fine.push(format!("{key} never expires")),
+            Some(at) if at <= now => expired.push(format!("{key} expired {}", at.date_naive())),
+            Some(at) if at - now < chrono::Duration::days(warning_days) => {
+                soon.push(format!("{key} expires {}", at.date_naive()))
+            }
+            Some(at) => fine.push(format!("{key} expires {}", at.date_naive())),
+        }
+    }
+    let renew = "renew it and give the vendor the new public key";
+    if !expired.is_empty() {
+        return Finding::Fail(format!("{}: {renew}", expired.join("; ")));
+    }
+    if !soon.is_empty() {
+        return Finding::Warn(format!("{}: {renew}", soon.join("; ")));
+    }
+    Finding::Ok(format!("parse; {}", fine.join(", ")))
+}
+
+/// On one machine nothing schedules the runs but cron or a timer: when the
+/// last fetch was tells whether one does.
+fn last_run(layout: &LocalLayout, connector: &str, now: chrono::DateTime<chrono::Utc>) -> Finding {
+    let advice = "run `chat-archive run --strict` daily from cron or a systemd timer (on AWS \
+                  the EventBridge schedule starts fetch)";
+    let checkpoint = layout.store().join(keys::checkpoint(connector));
+    let Ok(modified) = std::fs::metadata(&checkpoint).and_then(|m| m.modified()) else {
+        return Finding::Ok(format!("no run on record yet: {advice}"));
+    };
+    let at = chrono::DateTime::<chrono::Utc>::from(modified);
+    let ago = now - at;
+    let when = format!("last run {}", at.format("%Y-%m-%d %H:%M UTC"));
+    if ago > chrono::Duration::hours(26) {
+        return Finding::Warn(format!(
+            "{when}, {} h ago: is the schedule running? {advice}",
+            ago.num_hours()
+        ));
+    }
+    Finding::Ok(format!("{when}; next due within a day ({advice})"))
 }

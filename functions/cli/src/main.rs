@@ -74,7 +74,11 @@ enum Command {
     Config,
     /// Check the ICE SFTP site: connect, verify the pinned host key, log in,
     /// list the export directory, and print a verdict.
-    ValidateConnection,
+    ValidateConnection {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// XIP files: build and sign one, or verify one.
     #[command(subcommand)]
     Xip(xip::XipCommand),
@@ -117,6 +121,9 @@ struct RunArgs {
     /// file left on the source, a key about to expire, old quarantine.
     #[arg(long)]
     strict: bool,
+    /// Print the summary as JSON (progress stays on standard error).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -221,7 +228,7 @@ async fn run_cli() -> anyhow::Result<()> {
         }) => show::status_page(&layout, &file).await,
         Command::Status(args) => show::status(&layout, args.day.as_deref(), args.json).await,
         Command::Invoke(args) => invoke(&layout, args).await,
-        Command::ValidateConnection => sftp::validate(&layout).await,
+        Command::ValidateConnection { json } => sftp::validate(&layout, json).await,
         Command::Xip(command) => xip::run(command),
         Command::Doctor { json } => doctor::run(&layout, json).await,
         Command::State(StateCommand::Rebuild { json }) => {
@@ -291,7 +298,10 @@ async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
         false => Vec::new(),
     };
     let summary = summary?;
-    show::summary(layout, &summary);
+    match args.json {
+        true => show::summary_json(&summary, &alerts)?,
+        false => show::summary(layout, &summary),
+    }
     if !summary.quarantined.is_empty() {
         bail!(
             "{} quarantined (whole files or single conversations); see the status log",

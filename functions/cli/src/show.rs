@@ -27,6 +27,29 @@ pub fn summary(layout: &LocalLayout, summary: &RunSummary) {
     println!("Status log: {}", layout.store().join("reports").display());
 }
 
+/// The run's summary as one JSON object: files, mails, quarantine (key and
+/// reason), each day's status record and the alerts of a strict run.
+pub fn summary_json(
+    summary: &RunSummary,
+    alerts: &[chat_archive_core::alerts::Alert],
+) -> anyhow::Result<()> {
+    let quarantined: Vec<_> = summary
+        .quarantined
+        .iter()
+        .map(|(key, error)| serde_json::json!({ "key": key, "error": error.to_string() }))
+        .collect();
+    let report = serde_json::json!({
+        "fetched": summary.fetched,
+        "processed_files": summary.processed_files,
+        "mails": summary.mails,
+        "quarantined": quarantined,
+        "days": summary.days,
+        "alerts": alerts,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 pub fn print_day(day: &DayStatus) {
     println!();
     println!("Status log {} {}", day.connector, day.day);

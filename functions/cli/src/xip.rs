@@ -31,6 +31,9 @@ pub enum XipCommand {
         /// Accept an unsigned manifest.
         #[arg(long)]
         allow_unsigned: bool,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -51,7 +54,8 @@ pub fn run(command: XipCommand) -> anyhow::Result<()> {
             file,
             signers,
             allow_unsigned,
-        } => verify(&file, &signers, allow_unsigned),
+            json,
+        } => verify(&file, &signers, allow_unsigned, json),
     }
 }
 
@@ -102,7 +106,12 @@ fn pack(
     Ok(())
 }
 
-fn verify(file: &Path, signers: &[PathBuf], allow_unsigned: bool) -> anyhow::Result<()> {
+fn verify(
+    file: &Path,
+    signers: &[PathBuf],
+    allow_unsigned: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut keys = Vec::new();
     for path in signers {
         keys.extend(crypto::parse_public_keys(
@@ -127,6 +136,15 @@ fn verify(file: &Path, signers: &[PathBuf], allow_unsigned: bool) -> anyhow::Res
                 .iter()
                 .filter(|e| e.path.ends_with("/item.json"))
                 .count();
+            if json {
+                let report = serde_json::json!({
+                    "file": file.display().to_string(), "valid": true,
+                    "entries": verified.manifest.entries.len(), "items": items,
+                    "signer": verified.signer,
+                });
+                println!("{report}");
+                return Ok(());
+            }
             println!(
                 "VALID: {} entries, {items} items, signed by {}",
                 verified.manifest.entries.len(),
@@ -138,7 +156,16 @@ fn verify(file: &Path, signers: &[PathBuf], allow_unsigned: bool) -> anyhow::Res
             Ok(())
         }
         Err(error) => {
-            println!("INVALID: {error}");
+            match json {
+                true => println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": file.display().to_string(), "valid": false,
+                        "error": error.to_string(),
+                    })
+                ),
+                false => println!("INVALID: {error}"),
+            }
             anyhow::bail!("verification failed")
         }
     }

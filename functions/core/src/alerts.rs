@@ -72,6 +72,28 @@ impl Alert {
     }
 }
 
+/// When each key of the secret that parses expires (`None`: never): the
+/// firm's OpenPGP key and the signer's key.
+pub fn key_expiries(
+    secret: &crate::ports::ConnectorSecret,
+) -> Vec<(&'static str, Option<DateTime<Utc>>)> {
+    let mut expiries = Vec::new();
+    if let Some(text) = secret.get(fields::PGP_PRIVATE_KEY) {
+        if let Ok(key) = crypto::parse_secret_key(text.expose(), "the firm's OpenPGP key") {
+            expiries.push((
+                "the firm's OpenPGP key",
+                crypto::secret_key_expires_at(&key),
+            ));
+        }
+    }
+    if let Some(text) = secret.get(fields::SIGNER_PUBLIC_KEY) {
+        if let Ok(key) = crypto::parse_public_key(text.expose(), "the signer's key") {
+            expiries.push(("the signer's key", crypto::public_key_expires_at(&key)));
+        }
+    }
+    expiries
+}
+
 /// Every alert that holds at `now`. `source` is listed when given (a
 /// source that cannot be listed is an alert of its own kind: unfetched).
 pub async fn check(
@@ -175,20 +197,7 @@ async fn expiring_keys(
     let Ok(secret) = secrets.load(&ctx.config.name).await else {
         return Vec::new();
     };
-    let mut expiries = Vec::new();
-    if let Some(text) = secret.get(fields::PGP_PRIVATE_KEY) {
-        if let Ok(key) = crypto::parse_secret_key(text.expose(), "the firm's OpenPGP key") {
-            expiries.push((
-                "the firm's OpenPGP key",
-                crypto::secret_key_expires_at(&key),
-            ));
-        }
-    }
-    if let Some(text) = secret.get(fields::SIGNER_PUBLIC_KEY) {
-        if let Ok(key) = crypto::parse_public_key(text.expose(), "the signer's key") {
-            expiries.push(("the signer's key", crypto::public_key_expires_at(&key)));
-        }
-    }
+    let expiries = key_expiries(&secret);
     expiries
         .into_iter()
         .filter_map(|(what, expires)| {
