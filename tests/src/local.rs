@@ -70,7 +70,7 @@ impl Firm {
 
     pub fn write_config(&self, config: ConnectorConfig) {
         std::fs::create_dir_all(&self.layout.data_dir).expect("data dir");
-        std::fs::write(self.layout.settings(), Settings { ice: config }.to_toml())
+        std::fs::write(self.layout.settings(), Settings::single(config).to_toml())
             .expect("config.toml");
     }
 

@@ -106,7 +106,7 @@ impl Local {
         connector.sftp = Some(config);
         std::fs::write(
             self.layout.settings(),
-            Settings { ice: connector }.to_toml(),
+            Settings::single(connector).to_toml(),
         )
         .expect("config.toml");
         let fields: BTreeMap<String, SecretValue> = secret
@@ -131,7 +131,7 @@ impl Local {
 
     async fn fetch(&self, request: &FetchRequest) -> Result<FetchOutcome> {
         let pipeline = self.pipeline();
-        fetch::run(&pipeline.ctx, pipeline.source.as_ref(), request).await
+        fetch::run(&pipeline.ctx, pipeline.source()?.as_ref(), request).await
     }
 
     async fn raw_keys(&self) -> Vec<String> {
@@ -784,8 +784,9 @@ fn gated_fetch(
             release: Mutex::new(Some(release_rx)),
         }),
         config: pipeline.ctx.config.clone(),
+        connectors: pipeline.ctx.connectors.clone(),
     };
-    let source = pipeline.source.clone();
+    let source = pipeline.source().expect("a source").clone();
     let task =
         tokio::spawn(
             async move { fetch::run(&ctx, source.as_ref(), &FetchRequest::default()).await },

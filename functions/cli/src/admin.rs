@@ -116,18 +116,7 @@ const KNOWN_FIELDS: [&str; 12] = [
 
 /// The store key of a connector's mapping CSV.
 fn mapping_key(pipeline: &Pipeline, connector: &str) -> anyhow::Result<String> {
-    let config = &pipeline.ctx.config;
-    if connector == config.name {
-        Ok(config.mapping_csv.clone())
-    } else if connector == config.xip.name {
-        Ok(config.for_xip().mapping_csv)
-    } else {
-        bail!(
-            "unknown connector {connector:?} (this data directory has {:?} and {:?})",
-            config.name,
-            config.xip.name
-        )
-    }
+    Ok(pipeline.connector(connector)?.config.mapping_csv)
 }
 
 /// The store the mapping lives in: the bucket when given, else the data
@@ -146,17 +135,25 @@ async fn mapping_store(
     Ok((store, key))
 }
 
-/// The secret store: the Secrets Manager secret when given, else the data
-/// directory's secrets.json.
+/// The secret store (the Secrets Manager secret when given, else the data
+/// directory's secrets.json) and the name the connector's secret has in it
+/// (XIP shares ICE's in the old settings form).
 async fn secret_store(
     layout: &LocalLayout,
     connector: &str,
     secret_id: Option<&str>,
-) -> anyhow::Result<Arc<dyn SecretStore>> {
-    Ok(match secret_id {
-        Some(id) => Arc::new(aws::secret_store(connector, id, &SdkOptions::from_env()).await),
-        None => Pipeline::local(layout)?.secrets,
-    })
+) -> anyhow::Result<(Arc<dyn SecretStore>, String)> {
+    let pipeline = Pipeline::local(layout)?;
+    let name = pipeline
+        .ctx
+        .connector(connector)
+        .map_or(connector, |c| c.secret_name())
+        .to_string();
+    let store: Arc<dyn SecretStore> = match secret_id {
+        Some(id) => Arc::new(aws::secret_store(&name, id, &SdkOptions::from_env()).await),
+        None => pipeline.secrets,
+    };
+    Ok((store, name))
 }
 
 pub async fn mapping(layout: &LocalLayout, command: MappingCommand) -> anyhow::Result<()> {
@@ -419,8 +416,8 @@ pub async fn secret(layout: &LocalLayout, command: SecretCommand) -> anyhow::Res
             let update = [(field.clone(), SecretValue::new(value))]
                 .into_iter()
                 .collect();
-            let secrets = secret_store(layout, &connector, secret_id.as_deref()).await?;
-            secrets.update(&connector, update).await?;
+            let (secrets, name) = secret_store(layout, &connector, secret_id.as_deref()).await?;
+            secrets.update(&name, update).await?;
             println!("{connector}: {field} set");
             Ok(())
         }
@@ -429,8 +426,8 @@ pub async fn secret(layout: &LocalLayout, command: SecretCommand) -> anyhow::Res
             secret_id,
             json,
         } => {
-            let secrets = secret_store(layout, &connector, secret_id.as_deref()).await?;
-            let secret = secrets.load(&connector).await?;
+            let (secrets, name) = secret_store(layout, &connector, secret_id.as_deref()).await?;
+            let secret = secrets.load(&name).await?;
             if json {
                 // Names only: a value never leaves the store by this command.
                 let set: Vec<&String> = secret.fields.keys().collect();

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 use chat_archive_core::adapters::MaildirSink;
-use chat_archive_core::config::Settings;
+use chat_archive_core::config::{ConnectorConfig, Settings};
 use chat_archive_core::crypto::{self, SignaturePolicy};
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::formats::ice::IceReader;
@@ -40,9 +40,10 @@ fn write_settings(layout: &LocalLayout) -> anyhow::Result<()> {
     if layout.settings().exists() {
         return Ok(());
     }
-    let mut settings = Settings::default();
-    settings.ice.firm_domains = vec![FIRM_DOMAIN.into()];
-    settings.ice.signature_policy = SignaturePolicy::Required;
+    let mut ice = ConnectorConfig::ice();
+    ice.firm_domains = vec![FIRM_DOMAIN.into()];
+    ice.signature_policy = SignaturePolicy::Required;
+    let settings = Settings::single(ice);
     std::fs::create_dir_all(&layout.data_dir)?;
     std::fs::write(layout.settings(), settings.to_toml()).context("writing config.toml")?;
     println!(
@@ -54,7 +55,7 @@ fn write_settings(layout: &LocalLayout) -> anyhow::Result<()> {
 
 /// The firm's key pair (made once) and a stand-in ICE signing key.
 async fn ensure_keys(pipeline: &Pipeline) -> anyhow::Result<pgp::composed::SignedPublicKey> {
-    let connector = &pipeline.ctx.config.name;
+    let connector = pipeline.ctx.config.secret_name();
     let existing = pipeline.secrets.load(connector).await.ok();
     if let Some(public) = existing
         .as_ref()
@@ -115,7 +116,10 @@ async fn drop_sample(
         println!("Sample export already in {}", target.display());
         return Ok(());
     }
-    let secret = pipeline.secrets.load(&pipeline.ctx.config.name).await?;
+    let secret = pipeline
+        .secrets
+        .load(pipeline.ctx.config.secret_name())
+        .await?;
     let signer = crypto::parse_secret_key(
         secret.require("demo_signer_private_key")?.expose(),
         "the demo signer key",

@@ -106,7 +106,7 @@ async fn examine(layout: &LocalLayout) -> Report {
             .map_err(|e| e.to_string()),
     );
 
-    let secret = pipeline.secrets.load(&config.name).await;
+    let secret = pipeline.secrets.load(config.secret_name()).await;
     let secret = match secret {
         Ok(secret) => secret,
         Err(e) => {
@@ -154,7 +154,8 @@ async fn examine(layout: &LocalLayout) -> Report {
             )),
             Some(sftp) => {
                 let check =
-                    validate_connection(sftp, pipeline.secrets.as_ref(), &config.name).await;
+                    validate_connection(sftp, pipeline.secrets.as_ref(), config.secret_name())
+                        .await;
                 match check.failed_step() {
                     None => Ok(format!(
                         "{}:{} answers with the pinned host key",

@@ -233,8 +233,7 @@ async fn run_cli() -> anyhow::Result<()> {
         Command::Doctor { json } => doctor::run(&layout, json).await,
         Command::State(StateCommand::Rebuild { json }) => {
             let pipeline = Pipeline::local(&layout)?;
-            let config = &pipeline.ctx.config;
-            for connector in [&config.name, &config.xip.name] {
+            for connector in &pipeline.connector_names() {
                 let rebuilt =
                     chat_archive_core::ledger::rebuild(pipeline.ctx.store.as_ref(), connector)
                         .await
@@ -259,14 +258,8 @@ async fn run_cli() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config => {
-            let pipeline = Pipeline::local(&layout)?;
-            print!(
-                "{}",
-                chat_archive_core::config::Settings {
-                    ice: pipeline.ctx.config
-                }
-                .to_toml()
-            );
+            let settings = chat_archive_core::config::Settings::load(&layout.settings())?;
+            print!("{}", settings.to_toml());
             Ok(())
         }
     }
@@ -289,7 +282,7 @@ async fn run(layout: &LocalLayout, args: RunArgs) -> anyhow::Result<()> {
     let alerts = match args.strict {
         true => {
             let now = chrono::Utc::now();
-            let alerts = pipeline.alerts(now).await?;
+            let alerts = pipeline.alerts(now, true).await?;
             for alert in &alerts {
                 eprintln!("ALERT {}", alert.message);
             }
@@ -323,7 +316,7 @@ async fn generate_keys(
     force: bool,
 ) -> anyhow::Result<()> {
     let pipeline = Pipeline::local(layout)?;
-    let connector = pipeline.ctx.config.name.clone();
+    let connector = pipeline.ctx.config.secret_name().to_string();
     if let Ok(existing) = pipeline.secrets.load(&connector).await {
         if existing.get("pgp_private_key").is_some() && !force {
             bail!("the secrets store already holds keys for {connector:?}; pass --force to replace them");

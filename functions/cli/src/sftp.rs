@@ -18,7 +18,7 @@ pub async fn validate(layout: &LocalLayout, json: bool) -> anyhow::Result<()> {
     let check = validate_connection(
         &config,
         pipeline.secrets.as_ref(),
-        &pipeline.ctx.config.name,
+        pipeline.ctx.config.secret_name(),
     )
     .await;
     match json {

@@ -1,6 +1,7 @@
 //! Human-readable output: run summaries and the status log.
 
 use anyhow::Context as _;
+use chat_archive_core::config::ConnectorKind;
 use chat_archive_core::pipeline::{count_states, LocalLayout, Pipeline, RunSummary};
 use chat_archive_core::status::{self, DayStatus};
 
@@ -113,14 +114,15 @@ fn or_dash(text: &str) -> &str {
 pub async fn status(layout: &LocalLayout, day: Option<&str>, json: bool) -> anyhow::Result<()> {
     let pipeline = Pipeline::local(layout)?;
     let store = pipeline.ctx.store.as_ref();
-    let config = &pipeline.ctx.config;
     let mut shown = 0;
-    for connector in [&config.name, &config.xip.name] {
-        // ICE delivers a file every day, so a day asked for by name always
-        // gets its ICE log ("No items ingested" when nothing came); XIP files
-        // are occasional and only days that had one are shown.
+    for config in pipeline.ctx.connectors.iter() {
+        let connector = &config.name;
+        // ICE and Bloomberg deliver a file every day, so a day asked for by
+        // name always gets their log ("No items ingested" when nothing
+        // came); XIP files are occasional and only days that had one are
+        // shown.
         let days = match day {
-            Some(day) if connector == &config.name => vec![day.to_string()],
+            Some(day) if config.kind != ConnectorKind::Xip => vec![day.to_string()],
             Some(day) => status::days(store, connector)
                 .await?
                 .into_iter()
@@ -151,17 +153,17 @@ pub async fn status_page(layout: &LocalLayout, file: &std::path::Path) -> anyhow
     use chat_archive_core::status_page;
     let pipeline = Pipeline::local(layout)?;
     let store = pipeline.ctx.store.as_ref();
-    let config = &pipeline.ctx.config;
+    let names = pipeline.connector_names();
     let mut pages = Vec::new();
-    for connector in [&config.name, &config.xip.name] {
+    for connector in &names {
         pages.push(status_page::connector_page(store, connector).await?);
     }
-    let quarantine =
-        status_page::quarantined(store, &[config.name.as_str(), config.xip.name.as_str()]).await?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let quarantine = status_page::quarantined(store, &names).await?;
     let reports = std::path::absolute(layout.store().join("reports"))
         .unwrap_or_else(|_| layout.store().join("reports"));
     let now = chrono::Utc::now();
-    let alerts = pipeline.alerts(now).await?;
+    let alerts = pipeline.alerts(now, true).await?;
     let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
     let html = status_page::render(
         &pages,

@@ -14,6 +14,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::ConnectorKind;
 use crate::crypto;
 use crate::error::Result;
 use crate::ports::secrets::fields;
@@ -103,11 +104,23 @@ pub async fn check(
     now: DateTime<Utc>,
 ) -> Result<Vec<Alert>> {
     let settings = &ctx.config.alerts;
-    let mut alerts = missing_days(ctx, now).await?;
+    // XIP containers come when a vendor sends one, not daily.
+    let mut alerts = match ctx.config.kind {
+        ConnectorKind::Xip => Vec::new(),
+        _ => missing_days(ctx, now).await?,
+    };
     if let Some(source) = source {
         alerts.extend(unfetched(ctx, source, now).await?);
     }
-    alerts.extend(expiring_keys(ctx, secrets, now, settings.key_warning_days).await);
+    // A secret shared by several connectors is looked at once, for the first.
+    let first_with_secret = ctx
+        .connectors
+        .iter()
+        .find(|c| c.secret_name() == ctx.config.secret_name())
+        .is_none_or(|c| c.name == ctx.config.name);
+    if first_with_secret {
+        alerts.extend(expiring_keys(ctx, secrets, now, settings.key_warning_days).await);
+    }
     alerts.extend(waiting_in_quarantine(ctx, now).await?);
     Ok(alerts)
 }
@@ -194,7 +207,7 @@ async fn expiring_keys(
     now: DateTime<Utc>,
     warning_days: i64,
 ) -> Vec<Alert> {
-    let Ok(secret) = secrets.load(&ctx.config.name).await else {
+    let Ok(secret) = secrets.load(ctx.config.secret_name()).await else {
         return Vec::new();
     };
     let expiries = key_expiries(&secret);
@@ -221,34 +234,33 @@ async fn waiting_in_quarantine(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<
     let limit = now - Duration::hours(ctx.config.alerts.quarantine_after_hours);
     let store = ctx.store.as_ref();
     let mut alerts = Vec::new();
-    for connector in [&ctx.config.name, &ctx.config.xip.name] {
-        for stage in ["raw", "plain"] {
-            for key in store
-                .list(&format!("quarantine/{stage}/{connector}/"))
-                .await?
-            {
-                if key.ends_with(".reason.json") {
-                    continue;
-                }
-                let Some(info) = store.head(&key).await? else {
-                    continue;
-                };
-                let since = info
-                    .metadata
-                    .get(QUARANTINED_AT)
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&Utc));
-                if since.is_some_and(|since| since <= limit) {
-                    alerts.push(Alert::new(
-                        AlertKind::QuarantineWaiting,
-                        format!(
-                            "{key}: in quarantine since {}; see its .reason.json",
-                            since
-                                .map(|s| s.format("%Y-%m-%d %H:%M UTC").to_string())
-                                .unwrap_or_default()
-                        ),
-                    ));
-                }
+    let connector = &ctx.config.name;
+    for stage in ["raw", "plain"] {
+        for key in store
+            .list(&format!("quarantine/{stage}/{connector}/"))
+            .await?
+        {
+            if key.ends_with(".reason.json") {
+                continue;
+            }
+            let Some(info) = store.head(&key).await? else {
+                continue;
+            };
+            let since = info
+                .metadata
+                .get(QUARANTINED_AT)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            if since.is_some_and(|since| since <= limit) {
+                alerts.push(Alert::new(
+                    AlertKind::QuarantineWaiting,
+                    format!(
+                        "{key}: in quarantine since {}; see its .reason.json",
+                        since
+                            .map(|s| s.format("%Y-%m-%d %H:%M UTC").to_string())
+                            .unwrap_or_default()
+                    ),
+                ));
             }
         }
     }

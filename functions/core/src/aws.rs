@@ -39,11 +39,11 @@ use serde::{Deserialize, Serialize};
 use crate::adapters::s3::{S3Settings, S3Store};
 use crate::adapters::secrets_manager::SecretsManagerStore;
 use crate::adapters::{DropDirectory, ImapSink, MaildirSink, SftpSource};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, ConnectorKind, Settings};
 use crate::error::{Error, Result};
 use crate::events::object_keys;
 use crate::function::{self, Function, Response};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{ConnectorSource, Pipeline};
 use crate::ports::{
     ByteStream, Delivery, DeliveryOutcome, MailboxSink, Metadata, RemoteFile, SecretStore, Source,
 };
@@ -54,10 +54,15 @@ use crate::status::{self, DayStatus};
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
     pub bucket: String,
-    /// Secret name or ARN; `None`: `chat-archive/<connector>`.
+    /// The first connector's secret: name or ARN; `None`:
+    /// `chat-archive/<connector>`.
     pub secret_id: Option<String>,
+    /// The other connectors' secrets (`SECRET_IDS`: `name=ID,...`).
+    pub secret_ids: Vec<(String, String)>,
     pub kms_key_id: Option<String>,
-    pub connector: ConnectorConfig,
+    /// The firm and its connectors (`CHAT_ARCHIVE_SETTINGS`, then the
+    /// single-value overrides).
+    pub settings: Settings,
     /// Files from this directory when no SFTP site is configured.
     pub drop_dir: Option<PathBuf>,
     /// Mail into this Maildir tree when no IMAP server is configured.
@@ -128,7 +133,22 @@ impl AwsSettings {
         let bucket = get("BUCKET").ok_or_else(|| {
             Error::Config("BUCKET is not set: the name of the archive bucket".into())
         })?;
-        let connector = connector_config(&get)?;
+        let settings = archive_settings(&get)?;
+        let secret_ids = match get("SECRET_IDS") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(name, id)| (name.trim().to_string(), id.trim().to_string()))
+                        .ok_or_else(|| {
+                            Error::Config(format!("SECRET_IDS: {pair:?} is not NAME=SECRET_ID"))
+                        })
+                })
+                .collect::<Result<_>>()?,
+        };
         let endpoint_url = get("AWS_ENDPOINT_URL");
         let force_path_style = endpoint_url.is_some()
             || get("S3_FORCE_PATH_STYLE").is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -142,8 +162,9 @@ impl AwsSettings {
         Ok(Self {
             bucket,
             secret_id: get("SECRET_ID"),
+            secret_ids,
             kms_key_id: get("KMS_KEY_ID"),
-            connector,
+            settings,
             drop_dir: get("DROP_DIR").map(PathBuf::from),
             maildir_root: get("MAILDIR_ROOT").map(PathBuf::from),
             sdk: SdkOptions {
@@ -158,19 +179,20 @@ impl AwsSettings {
     }
 }
 
-/// The connector's settings: `CHAT_ARCHIVE_SETTINGS` (TOML of the settings
-/// file) or the embedded defaults, then the single-value overrides.
-fn connector_config(get: &dyn Fn(&str) -> Option<String>) -> Result<ConnectorConfig> {
+/// The firm's settings: `CHAT_ARCHIVE_SETTINGS` (TOML of the settings file)
+/// or the embedded defaults, then the single-value overrides: `FIRM_DOMAINS`
+/// and `IMAP_*` for the firm, the others for the first connector.
+fn archive_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
     let base = match get("CHAT_ARCHIVE_SETTINGS") {
-        Some(text) => {
-            toml::from_str::<crate::config::Settings>(&text)
-                .map_err(|e| Error::Config(format!("CHAT_ARCHIVE_SETTINGS: {e}")))?
-                .ice
-        }
-        None => ConnectorConfig::ice(),
+        Some(text) => Settings::parse(&text)
+            .map_err(|e| Error::Config(format!("CHAT_ARCHIVE_SETTINGS: {e}")))?,
+        None => Settings::default(),
     };
-    let mut value =
-        serde_json::to_value(&base).map_err(|e| Error::Config(format!("settings: {e}")))?;
+    let first = base.connectors.first().cloned().unwrap_or_default();
+    let mut value = serde_json::json!({
+        "firm": serde_json::to_value(&base.firm).map_err(|e| Error::Config(format!("settings: {e}")))?,
+        "first": serde_json::to_value(&first).map_err(|e| Error::Config(format!("settings: {e}")))?,
+    });
     let set = |value: &mut serde_json::Value, path: &[&str], new: serde_json::Value| {
         let mut at = value;
         for part in &path[..path.len() - 1] {
@@ -193,7 +215,7 @@ fn connector_config(get: &dyn Fn(&str) -> Option<String>) -> Result<ConnectorCon
             .map(str::trim)
             .filter(|d| !d.is_empty())
             .collect();
-        set(&mut value, &["firm_domains"], list.into());
+        set(&mut value, &["firm", "domains"], list.into());
     }
     for (name, path) in [
         ("SIGNATURE_POLICY", "signature_policy"),
@@ -201,32 +223,46 @@ fn connector_config(get: &dyn Fn(&str) -> Option<String>) -> Result<ConnectorCon
         ("MAIL_FOLDER", "folder"),
     ] {
         if let Some(v) = get(name) {
-            set(&mut value, &[path], v.trim().into());
+            set(&mut value, &["first", path], v.trim().into());
         }
     }
     if let Some(host) = get("SFTP_HOST") {
-        set(&mut value, &["sftp", "host"], host.trim().into());
+        set(&mut value, &["first", "sftp", "host"], host.trim().into());
     }
     if let Some(v) = get("SFTP_PORT") {
-        set(&mut value, &["sftp", "port"], port("SFTP_PORT", v)?);
+        set(
+            &mut value,
+            &["first", "sftp", "port"],
+            port("SFTP_PORT", v)?,
+        );
     }
     if let Some(v) = get("SFTP_DIRECTORY") {
-        set(&mut value, &["sftp", "directory"], v.into());
+        set(&mut value, &["first", "sftp", "directory"], v.into());
     }
     if let Some(host) = get("IMAP_HOST") {
-        set(&mut value, &["imap", "host"], host.trim().into());
+        set(&mut value, &["firm", "imap", "host"], host.trim().into());
     }
     if let Some(v) = get("IMAP_PORT") {
-        set(&mut value, &["imap", "port"], port("IMAP_PORT", v)?);
+        set(&mut value, &["firm", "imap", "port"], port("IMAP_PORT", v)?);
     }
     if let Some(user) = get("IMAP_ADMIN_USER") {
         set(
             &mut value,
-            &["imap", "auth"],
+            &["firm", "imap", "auth"],
             serde_json::json!({"method": "master-user", "admin_user": user.trim()}),
         );
     }
-    serde_json::from_value(value).map_err(|e| Error::Config(format!("connector settings: {e}")))
+    let firm: crate::config::FirmSettings = serde_json::from_value(value["firm"].take())
+        .map_err(|e| Error::Config(format!("firm settings: {e}")))?;
+    let mut changed: ConnectorConfig = serde_json::from_value(value["first"].take())
+        .map_err(|e| Error::Config(format!("connector settings: {e}")))?;
+    changed.name = first.name;
+    let mut connectors = base.connectors;
+    match connectors.first_mut() {
+        Some(slot) => *slot = changed,
+        None => connectors.push(changed),
+    }
+    Ok(Settings::with_firm(firm, connectors))
 }
 
 /// The SDK configuration: HTTPS by rustls with ring, the default credential
@@ -273,7 +309,7 @@ pub fn s3_client(sdk: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client 
 }
 
 fn build(settings: &AwsSettings, sdk: &SdkConfig) -> Result<(Pipeline, Arc<S3Store>)> {
-    let name = settings.connector.name.clone();
+    let archive = &settings.settings;
     let mut s3 = S3Settings::new(&settings.bucket);
     s3.kms_key_id = settings.kms_key_id.clone();
     s3.part_size = settings.part_size;
@@ -284,28 +320,45 @@ fn build(settings: &AwsSettings, sdk: &SdkConfig) -> Result<(Pipeline, Arc<S3Sto
     ));
     let mut secrets = SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(sdk))
         .with_kms_key(settings.kms_key_id.clone());
-    if let Some(id) = &settings.secret_id {
-        secrets = secrets.with_secret(&name, id);
+    if let (Some(id), Some(first)) = (&settings.secret_id, archive.connectors.first()) {
+        secrets = secrets.with_secret(first.secret_name(), id);
+    }
+    for (name, id) in &settings.secret_ids {
+        secrets = secrets.with_secret(name, id);
     }
     let secrets: Arc<dyn SecretStore> = Arc::new(secrets);
-    let source: Arc<dyn Source> = match (&settings.connector.sftp, &settings.drop_dir) {
-        (Some(sftp), _) => Arc::new(SftpSource::new(sftp.clone(), &name, secrets.clone())),
-        (None, Some(dir)) => Arc::new(DropDirectory::new(dir)),
-        (None, None) => Arc::new(Unconfigured),
-    };
-    let sink: Arc<dyn MailboxSink> = match (&settings.connector.imap, &settings.maildir_root) {
-        (Some(imap), _) => Arc::new(ImapSink::new(imap.clone(), secrets.clone(), &name)?),
+    let mut sources = Vec::new();
+    for (index, connector) in archive.connectors.iter().enumerate() {
+        let source: Arc<dyn Source> = match (&connector.sftp, &settings.drop_dir) {
+            (Some(sftp), _) => Arc::new(SftpSource::new(
+                sftp.clone(),
+                connector.secret_name(),
+                secrets.clone(),
+            )),
+            (None, _) if connector.kind == ConnectorKind::Xip => continue,
+            (None, Some(dir)) if index == 0 => Arc::new(DropDirectory::new(dir)),
+            (None, Some(dir)) => Arc::new(DropDirectory::new(dir.join(&connector.name))),
+            (None, None) => Arc::new(Unconfigured),
+        };
+        sources.push(ConnectorSource {
+            connector: connector.clone(),
+            source,
+        });
+    }
+    let sink: Arc<dyn MailboxSink> = match (&archive.firm.imap, &settings.maildir_root) {
+        (Some(imap), _) => Arc::new(ImapSink::new(
+            imap.clone(),
+            secrets.clone(),
+            archive.mail_secret(),
+        )?),
         (None, Some(root)) => Arc::new(MaildirSink::new(root)),
         (None, None) => Arc::new(Unconfigured),
     };
     let pipeline = Pipeline {
-        ctx: Context {
-            store: store.clone(),
-            config: settings.connector.clone(),
-        },
+        ctx: Context::new(store.clone(), archive),
         secrets,
         sink,
-        source,
+        sources,
         bucket: settings.bucket.clone(),
     };
     Ok((pipeline, store))
@@ -393,7 +446,9 @@ impl Lambda {
     /// (no network).
     pub async fn from_env() -> Result<Self> {
         let settings = AwsSettings::from_env()?;
-        settings.connector.check()?;
+        for connector in &settings.settings.connectors {
+            connector.check()?;
+        }
         let sdk = sdk_config(&settings.sdk).await;
         Self::new(&settings, &sdk)
     }
@@ -424,13 +479,12 @@ impl Lambda {
         let request = function::parse_fetch_request(&bytes)?;
         tracing::info!(?request, "fetch");
         let mut response = function::invoke_fetch(&self.pipeline, &request).await?;
-        // Only fetch reaches the source: files left there are its alert.
-        response.alerts = crate::alerts::unfetched(
-            &self.pipeline.ctx,
-            self.pipeline.source.as_ref(),
-            chrono::Utc::now(),
-        )
-        .await?;
+        // Only fetch reaches the sources: files left there are its alert.
+        for source in &self.pipeline.sources {
+            let ctx = self.pipeline.ctx.serving(&source.connector);
+            let left = crate::alerts::unfetched(&ctx, source.source.as_ref(), chrono::Utc::now());
+            response.alerts.extend(left.await?);
+        }
         response.alerts_checked = vec![crate::alerts::AlertKind::UnfetchedOnSource];
         Ok(response)
     }
@@ -461,7 +515,11 @@ impl Lambda {
             if let Ok(response) = &result {
                 days.extend(response.days.iter().cloned());
             }
-            if let Err(e) = mark_for_status(pipeline, &days).await {
+            let connector = pipeline
+                .ctx
+                .for_key(keys.first().map_or("", String::as_str))
+                .name;
+            if let Err(e) = mark_for_status(pipeline, &connector, &days).await {
                 tracing::error!(error = %e, ?days, "could not mark days for the status rebuild");
                 if result.is_ok() {
                     return Err(e);
@@ -534,9 +592,14 @@ fn dirty_prefix(connector: &str) -> String {
     format!("state/{connector}/status-dirty/")
 }
 
-/// Marks days for the next status rebuild (one empty object per day).
-pub async fn mark_for_status(pipeline: &Pipeline, days: &BTreeSet<String>) -> Result<()> {
-    let prefix = dirty_prefix(&pipeline.ctx.config.name);
+/// Marks a connector's days for the next status rebuild (one empty object
+/// per day).
+pub async fn mark_for_status(
+    pipeline: &Pipeline,
+    connector: &str,
+    days: &BTreeSet<String>,
+) -> Result<()> {
+    let prefix = dirty_prefix(connector);
     for day in days {
         pipeline
             .ctx
@@ -547,17 +610,16 @@ pub async fn mark_for_status(pipeline: &Pipeline, days: &BTreeSet<String>) -> Re
     Ok(())
 }
 
-/// Rebuilds the status log of the days named, or of every marked day. A
-/// mark is removed before its day's records are read, so a record written
-/// meanwhile marks the day again and the next run folds it in. Then the
-/// status page, and the alerts it shows.
+/// Rebuilds the status log of the days named (of each connector with
+/// records that day), or of every marked day. A mark is removed before its
+/// day's records are read, so a record written meanwhile marks the day again
+/// and the next run folds it in. Then the status page, and the alerts it
+/// shows.
 pub async fn rebuild_status(
     pipeline: &Pipeline,
     days: &[String],
 ) -> Result<(Vec<DayStatus>, Vec<crate::alerts::Alert>)> {
     let store = pipeline.ctx.store.as_ref();
-    let connector = &pipeline.ctx.config.name;
-    let prefix = dirty_prefix(connector);
     for day in days {
         let plain = !day.is_empty()
             && day
@@ -567,29 +629,37 @@ pub async fn rebuild_status(
             return Err(Error::Config(format!("status request: not a day: {day:?}")));
         }
     }
-    let days: Vec<String> = if days.is_empty() {
-        let mut marked = Vec::new();
-        for key in store.list(&prefix).await? {
-            if let Some(day) = key.strip_prefix(&prefix) {
-                store.delete(&key).await?;
-                marked.push(day.to_string());
+    let mut rebuilt = Vec::new();
+    for connector in pipeline.connector_names() {
+        let prefix = dirty_prefix(&connector);
+        let mut chosen = Vec::new();
+        if days.is_empty() {
+            for key in store.list(&prefix).await? {
+                if let Some(day) = key.strip_prefix(&prefix) {
+                    store.delete(&key).await?;
+                    chosen.push(day.to_string());
+                }
+            }
+        } else {
+            for day in days {
+                let records = status::day_prefix(&connector, day);
+                if !store.list(&records).await?.is_empty() {
+                    chosen.push(day.clone());
+                }
             }
         }
-        marked
-    } else {
-        days.to_vec()
-    };
-    let mut rebuilt = Vec::new();
-    for day in &days {
-        let status = status::rebuild_day(store, connector, day).await?;
-        tracing::info!(
-            day,
-            imported = status.imported,
-            failed = status.failed,
-            counts_add_up = status.counts_add_up(),
-            "status log rebuilt"
-        );
-        rebuilt.push(status);
+        for day in &chosen {
+            let status = status::rebuild_day(store, &connector, day).await?;
+            tracing::info!(
+                connector,
+                day,
+                imported = status.imported,
+                failed = status.failed,
+                counts_add_up = status.counts_add_up(),
+                "status log rebuilt"
+            );
+            rebuilt.push(status);
+        }
     }
     let alerts = write_status_page(pipeline).await?;
     Ok((rebuilt, alerts))
@@ -600,15 +670,19 @@ pub async fn rebuild_status(
 async fn write_status_page(pipeline: &Pipeline) -> Result<Vec<crate::alerts::Alert>> {
     use crate::status_page;
     let store = pipeline.ctx.store.as_ref();
-    let connector = &pipeline.ctx.config.name;
-    let page = status_page::connector_page(store, connector).await?;
-    let quarantine = status_page::quarantined(store, &[connector]).await?;
+    let names = pipeline.connector_names();
+    let mut pages = Vec::new();
+    for connector in &names {
+        pages.push(status_page::connector_page(store, connector).await?);
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let quarantine = status_page::quarantined(store, &names).await?;
     let now = chrono::Utc::now();
     // The import function does not reach the SFTP site: the fetch function
     // reports files left there.
-    let alerts = crate::alerts::check(&pipeline.ctx, pipeline.secrets.as_ref(), None, now).await?;
+    let alerts = pipeline.alerts(now, false).await?;
     let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
-    let html = status_page::render(&[page], &quarantine, &alerts, ".", &generated);
+    let html = status_page::render(&pages, &quarantine, &alerts, ".", &generated);
     store
         .put_bytes(
             STATUS_PAGE,
@@ -690,16 +764,19 @@ mod tests {
         .unwrap();
         assert_eq!(s.bucket, "archive");
         assert_eq!(
-            s.connector.firm_domains,
+            s.settings.firm.domains,
             vec!["acme.example", "acme-bank.example"]
         );
         assert_eq!(
-            s.connector.signature_policy,
+            s.settings.connectors[0].signature_policy,
             crate::crypto::SignaturePolicy::Required
         );
-        let sftp = s.connector.sftp.as_ref().unwrap();
+        let sftp = s.settings.connectors[0].sftp.as_ref().unwrap();
         assert_eq!((sftp.host.as_str(), sftp.port), ("sftp.ice.example", 2222));
-        assert_eq!(s.connector.imap.as_ref().unwrap().host, "imap.acme.example");
+        assert_eq!(
+            s.settings.connectors[0].imap.as_ref().unwrap().host,
+            "imap.acme.example"
+        );
         assert!(s.sdk.force_path_style);
         assert_eq!(s.part_size, 16 << 20);
         assert!(s.secret_id.is_none());

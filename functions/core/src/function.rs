@@ -138,12 +138,15 @@ pub fn parse_fetch_request(event: &[u8]) -> Result<FetchRequest> {
     serde_json::from_value(value).map_err(|e| Error::Config(format!("fetch event: {e}")))
 }
 
+/// Fetches from every connector's source.
 pub async fn invoke_fetch(pipeline: &Pipeline, request: &FetchRequest) -> Result<Response> {
-    let outcome = fetch::run(&pipeline.ctx, pipeline.source.as_ref(), request).await?;
-    Ok(Response {
-        written: outcome.fetched,
-        ..Default::default()
-    })
+    let mut response = Response::default();
+    for source in &pipeline.sources {
+        let ctx = pipeline.ctx.serving(&source.connector);
+        let outcome = fetch::run(&ctx, source.source.as_ref(), request).await?;
+        response.written.extend(outcome.fetched);
+    }
+    Ok(response)
 }
 
 /// Runs the function's stage for every object of an S3 event.
@@ -164,15 +167,19 @@ pub async fn invoke_s3(
             )));
         }
     }
+    // The objects of one event belong to one connector: its keys, its
+    // mapping.
+    let first = object_keys(event)?.into_iter().next().unwrap_or_default();
+    let ctx = pipeline.ctx.serving(&pipeline.ctx.for_key(&first));
     let keys = match stage {
-        Stage::Decrypt => Some(pipeline.decrypt_keys().await?),
+        Stage::Decrypt => Some(pipeline.decrypt_keys(&first).await?),
         _ => None,
     };
     let table = match stage {
-        Stage::Import => import::load_mapping(&pipeline.ctx).await?,
+        Stage::Import => import::load_mapping(&ctx).await?,
         _ => Default::default(),
     };
-    let mut mapper = Mapper::new(&pipeline.ctx.config, &table, pipeline.sink.as_ref());
+    let mut mapper = Mapper::new(&ctx.config, &table, pipeline.sink.as_ref());
     let mut response = Response::default();
     if stage == Stage::Decrypt {
         for key in object_keys(event)? {

@@ -10,7 +10,7 @@ use aws_lambda_events::s3::S3Event;
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::{DropDirectory, ImapSink, LocalStore, MaildirSink, SecretsFile, SftpSource};
-use crate::config::Settings;
+use crate::config::{ConnectorConfig, ConnectorKind, Settings};
 use crate::crypto::DecryptKeys;
 use crate::error::{Error, InputError, Result};
 use crate::events::{object_keys, s3_put_event, FetchRequest};
@@ -88,11 +88,23 @@ struct DoneMarker {
     sha256: String,
 }
 
+/// A connector's source of files.
+#[derive(Clone)]
+pub struct ConnectorSource {
+    pub connector: ConnectorConfig,
+    pub source: Arc<dyn Source>,
+}
+
+/// Every connector of the archive over one store, one secret store and one
+/// mailbox sink. Each object is handled with the settings of the connector
+/// its key names ([`Context::for_key`]).
 pub struct Pipeline {
     pub ctx: Context,
     pub secrets: Arc<dyn SecretStore>,
     pub sink: Arc<dyn MailboxSink>,
-    pub source: Arc<dyn Source>,
+    /// The sources, in the settings' order (XIP has none of its own: its
+    /// files are recognised by name wherever they arrive).
+    pub sources: Vec<ConnectorSource>,
     /// The bucket name put in events (any name works locally).
     pub bucket: String,
 }
@@ -102,55 +114,78 @@ impl Pipeline {
     pub fn local(layout: &LocalLayout) -> Result<Self> {
         let settings = Settings::load(&layout.settings())?;
         let secrets: Arc<dyn SecretStore> = Arc::new(SecretsFile::new(layout.secrets()));
-        // The ICE SFTP site when configured, else the local drop directory.
-        let source: Arc<dyn Source> = match &settings.ice.sftp {
-            Some(sftp) => Arc::new(SftpSource::new(
-                sftp.clone(),
-                settings.ice.name.clone(),
-                secrets.clone(),
-            )),
-            None => Arc::new(DropDirectory::new(layout.drop_dir())),
-        };
+        let sources = local_sources(layout, &settings, &secrets);
         // The mail server when configured, else the local Maildir tree.
-        let sink: Arc<dyn MailboxSink> = match &settings.ice.imap {
+        let sink: Arc<dyn MailboxSink> = match &settings.firm.imap {
             Some(imap) => Arc::new(ImapSink::new(
                 imap.clone(),
                 secrets.clone(),
-                &settings.ice.name,
+                settings.mail_secret(),
             )?),
             None => Arc::new(MaildirSink::new(layout.mailboxes())),
         };
         Ok(Self {
-            ctx: Context {
-                store: Arc::new(LocalStore::new(layout.store())),
-                config: settings.ice,
-            },
+            ctx: Context::new(Arc::new(LocalStore::new(layout.store())), &settings),
             secrets,
             sink,
-            source,
+            sources,
             bucket: "local".into(),
         })
     }
 
-    /// The alerts that hold at `now`, the source listed (see [`crate::alerts`]).
+    /// The first connector's source (what single-connector set-ups have).
+    pub fn source(&self) -> Result<&Arc<dyn Source>> {
+        self.sources
+            .first()
+            .map(|s| &s.source)
+            .ok_or_else(|| Error::Config("no connector with a source is configured".into()))
+    }
+
+    /// This pipeline's context for one of its connectors by name, with an
+    /// error that lists them.
+    pub fn connector(&self, name: &str) -> Result<Context> {
+        match self.ctx.connector(name) {
+            Some(config) => Ok(self.ctx.serving(config)),
+            None => Err(Error::Config(format!(
+                "unknown connector {name:?}; the settings have {}",
+                self.connector_names().join(", ")
+            ))),
+        }
+    }
+
+    pub fn connector_names(&self) -> Vec<String> {
+        self.ctx.connectors.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The alerts that hold at `now`, for every connector, each source
+    /// listed when `list_sources` (see [`crate::alerts`]).
     pub async fn alerts(
         &self,
         now: chrono::DateTime<chrono::Utc>,
+        list_sources: bool,
     ) -> Result<Vec<crate::alerts::Alert>> {
-        crate::alerts::check(
-            &self.ctx,
-            self.secrets.as_ref(),
-            Some(self.source.as_ref()),
-            now,
-        )
-        .await
+        let mut alerts = Vec::new();
+        for config in self.ctx.connectors.iter() {
+            let source = self
+                .sources
+                .iter()
+                .filter(|_| list_sources)
+                .find(|s| s.connector.name == config.name)
+                .map(|s| s.source.as_ref());
+            let ctx = self.ctx.serving(config);
+            alerts.extend(crate::alerts::check(&ctx, self.secrets.as_ref(), source, now).await?);
+        }
+        Ok(alerts)
     }
 
-    pub async fn decrypt_keys(&self) -> Result<Arc<DecryptKeys>> {
-        let secret = self.secrets.load(&self.ctx.config.name).await?;
+    /// The decryption and signature keys of the connector an object key
+    /// belongs to.
+    pub async fn decrypt_keys(&self, key: &str) -> Result<Arc<DecryptKeys>> {
+        let config = self.ctx.for_key(key);
+        let secret = self.secrets.load(config.secret_name()).await?;
         Ok(Arc::new(decrypt::keys_from_secret(
             &secret,
-            self.ctx.config.signature_policy,
+            config.signature_policy,
         )?))
     }
 
@@ -164,9 +199,10 @@ impl Pipeline {
     pub async fn pending_raw_keys(&self) -> Result<Vec<String>> {
         let store = self.ctx.store.as_ref();
         let mut pending = Vec::new();
-        let config = &self.ctx.config;
-        let mut raw_keys = store.list(&format!("raw/{}/", config.name)).await?;
-        raw_keys.extend(store.list(&format!("raw/{}/", config.xip.name)).await?);
+        let mut raw_keys = Vec::new();
+        for config in self.ctx.connectors.iter() {
+            raw_keys.extend(store.list(&format!("raw/{}/", config.name)).await?);
+        }
         for key in raw_keys {
             let Some(info) = store.head(&key).await? else {
                 continue;
@@ -199,9 +235,9 @@ impl Pipeline {
         let (imports, others): (Vec<String>, Vec<String>) = keys_of_event
             .into_iter()
             .partition(|key| Stage::for_key(key) == Some(Stage::Import));
-        if !imports.is_empty() {
-            for record in import::run_batch(&self.ctx, mapper, self.sink.as_ref(), &imports).await?
-            {
+        if let Some(first) = imports.first() {
+            let ctx = self.ctx.serving(&self.ctx.for_key(first));
+            for record in import::run_batch(&ctx, mapper, self.sink.as_ref(), &imports).await? {
                 results.push(StageResult::Imported(record));
             }
         }
@@ -263,7 +299,7 @@ impl Pipeline {
                     StageResult::Decrypted(decrypt::DecryptOutcome::Quarantined {
                         error, ..
                     }) => {
-                        let connector = self.ctx.config.for_key(&key).name;
+                        let connector = self.ctx.for_key(&key).name;
                         touched.insert((
                             connector,
                             status::day_label(status::day_from_file_name(&key)),
@@ -271,7 +307,7 @@ impl Pipeline {
                         summary.quarantined.push((key.clone(), error));
                     }
                     StageResult::Converted(outcome) => {
-                        let connector = self.ctx.config.for_key(&key).name;
+                        let connector = self.ctx.for_key(&key).name;
                         for day in &outcome.days {
                             touched.insert((connector.clone(), day.clone()));
                         }
@@ -319,25 +355,32 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The whole local run: fetch, process everything pending, rebuild the
-    /// status log of every day touched.
+    /// The whole local run: fetch from every source, process everything
+    /// pending (each connector's files with its own keys and mapping),
+    /// rebuild the status log of every day touched.
     pub async fn run(&self, request: &FetchRequest, progress: &dyn Progress) -> Result<RunSummary> {
         self.ctx.config.check()?;
-        let mut summary = RunSummary {
-            fetched: fetch::run(&self.ctx, self.source.as_ref(), request)
-                .await?
-                .fetched,
-            ..Default::default()
-        };
+        let mut summary = RunSummary::default();
+        for source in &self.sources {
+            let ctx = self.ctx.serving(&source.connector);
+            let outcome = fetch::run(&ctx, source.source.as_ref(), request).await?;
+            summary.fetched.extend(outcome.fetched);
+        }
         progress.fetched(summary.fetched.len());
         let pending = self.pending_raw_keys().await?;
         progress.files_to_process(pending.len());
         let mut days = BTreeMap::new();
-        if !pending.is_empty() {
-            let keys = self.decrypt_keys().await?;
-            let table: MappingTable = import::load_mapping(&self.ctx).await?;
-            let mut mapper = Mapper::new(&self.ctx.config, &table, self.sink.as_ref());
-            for raw_key in &pending {
+        for config in self.ctx.connectors.iter() {
+            let prefix = format!("raw/{}/", config.name);
+            let files: Vec<&String> = pending.iter().filter(|k| k.starts_with(&prefix)).collect();
+            let Some(first) = files.first() else {
+                continue;
+            };
+            let keys = self.decrypt_keys(first).await?;
+            let ctx = self.ctx.serving(config);
+            let table: MappingTable = import::load_mapping(&ctx).await?;
+            let mut mapper = Mapper::new(config, &table, self.sink.as_ref());
+            for raw_key in files {
                 progress.file_started(raw_key);
                 self.process_raw(
                     raw_key,
@@ -356,6 +399,33 @@ impl Pipeline {
         summary.days = days.into_values().collect();
         Ok(summary)
     }
+}
+
+/// Each connector's source: its SFTP site, else a drop directory (`drop/`
+/// for the first connector, `drop/<name>/` for the others).
+fn local_sources(
+    layout: &LocalLayout,
+    settings: &Settings,
+    secrets: &Arc<dyn SecretStore>,
+) -> Vec<ConnectorSource> {
+    let mut sources = Vec::new();
+    for (index, connector) in settings.connectors.iter().enumerate() {
+        let source: Arc<dyn Source> = match (&connector.sftp, connector.kind) {
+            (Some(sftp), _) => Arc::new(SftpSource::new(
+                sftp.clone(),
+                connector.secret_name(),
+                secrets.clone(),
+            )),
+            (None, ConnectorKind::Xip) => continue,
+            (None, _) if index == 0 => Arc::new(DropDirectory::new(layout.drop_dir())),
+            (None, _) => Arc::new(DropDirectory::new(layout.drop_dir().join(&connector.name))),
+        };
+        sources.push(ConnectorSource {
+            connector: connector.clone(),
+            source,
+        });
+    }
+    sources
 }
 
 /// Counts of a run's mails by final state, for summaries.

@@ -131,10 +131,7 @@ async fn main() {
     for run in 1..=runs {
         // The fetch stage into a fresh local store.
         let store_dir = work.path().join(format!("store-{run}"));
-        let ctx = Context {
-            store: Arc::new(LocalStore::new(&store_dir)),
-            config: connector.clone(),
-        };
+        let ctx = Context::single(Arc::new(LocalStore::new(&store_dir)), connector.clone());
         let source = SftpSource::new(config.clone(), "ice", secrets.clone());
         let started = Instant::now();
         let outcome = fetch::run(&ctx, &source, &FetchRequest::default())

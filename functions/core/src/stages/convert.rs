@@ -137,8 +137,8 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         ..Lineage::default()
     };
     let (sender, mut receiver) = mpsc::channel(MAILS_IN_FLIGHT);
-    let config = ctx.config.for_key(plain_key);
-    let is_xip = config.name == ctx.config.xip.name;
+    let config = ctx.for_key(plain_key);
+    let is_xip = config.kind == crate::config::ConnectorKind::Xip;
     let mut archivist = Archivist {
         store: ctx.store.clone(),
         runtime: Handle::current(),
@@ -253,7 +253,7 @@ async fn wait_for_first_part(
     plain_key: &str,
     split: &SplitFile,
 ) -> Result<ConvertOutcome> {
-    let config = ctx.config.for_key(plain_key);
+    let config = ctx.for_key(plain_key);
     let day = status::day_label(status::day_from_file_name(plain_key));
     let source = SourceRecord {
         key: split.key.clone(),
@@ -371,7 +371,7 @@ impl Archivist {
             temp.path(),
             key,
             &xip::Trust::verified_upstream(),
-            &self.config.xip.limits,
+            &self.config.limits,
         )?;
         xip::read_items(temp.path(), key, &verified, |mut item| {
             let lineage = Lineage {

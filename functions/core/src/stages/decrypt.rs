@@ -6,6 +6,7 @@ use pgp::types::Password;
 use tokio_util::io::SyncIoBridge;
 
 use super::{keys, lineage, pipe::pipe, quarantine, Context};
+use crate::config::{ConnectorConfig, ConnectorKind};
 use crate::crypto::{self, DecryptKeys};
 use crate::error::{Error, InputError, Result};
 use crate::formats::payload::{self, PayloadKind};
@@ -81,7 +82,7 @@ pub async fn run(
     keys: &std::sync::Arc<DecryptKeys>,
     raw_key: &str,
 ) -> Result<DecryptOutcome> {
-    let config = ctx.config.for_key(raw_key);
+    let config = ctx.for_key(raw_key);
     let plain_key = keys::plain_for_raw(raw_key);
     let (body, raw_info) = ctx.store.get(raw_key).await?;
     let mut metadata = Metadata::new();
@@ -90,8 +91,8 @@ pub async fn run(
     metadata.insert(lineage::RAW_KEY.into(), raw_key.into());
     metadata.insert(lineage::RAW_SHA256.into(), raw_info.sha256.clone());
     metadata.insert(lineage::STAGE.into(), "decrypt".into());
-    let result = if config.name == ctx.config.xip.name {
-        decrypt_xip(ctx, keys, raw_key, &plain_key, body, &metadata).await
+    let result = if config.kind == ConnectorKind::Xip {
+        decrypt_xip(&config, keys, raw_key, &plain_key, body, &metadata, ctx).await
     } else {
         decrypt_stream(ctx, keys, raw_key, &plain_key, body, &metadata).await
     };
@@ -155,14 +156,15 @@ async fn decrypt_stream(
 /// XIP: the container (after its optional PGP layer) lands in a temporary
 /// file, is verified whole, and only then becomes the plain object.
 async fn decrypt_xip(
-    ctx: &Context,
+    xip: &ConnectorConfig,
     keys: &std::sync::Arc<DecryptKeys>,
     raw_key: &str,
     plain_key: &str,
     body: ByteStream,
     metadata: &Metadata,
+    ctx: &Context,
 ) -> Result<crypto::SignatureStatus> {
-    let (task_keys, file, xip) = (keys.clone(), raw_key.to_string(), ctx.config.xip.clone());
+    let (task_keys, file, xip) = (keys.clone(), raw_key.to_string(), xip.clone());
     let (temp, signer) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut temp = tempfile::NamedTempFile::new()
             .map_err(|e| Error::io("creating a temporary file", e))?;

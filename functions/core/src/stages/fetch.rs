@@ -561,10 +561,10 @@ mod tests {
     }
 
     fn context(dir: &tempfile::TempDir) -> Context {
-        Context {
-            store: Arc::new(LocalStore::new(dir.path())),
-            config: ConnectorConfig::ice(),
-        }
+        Context::single(
+            Arc::new(LocalStore::new(dir.path())),
+            ConnectorConfig::ice(),
+        )
     }
 
     fn quick(attempts: u32) -> FetchPolicy {

@@ -22,11 +22,55 @@ use crate::ports::ObjectStore;
 
 pub use quarantine::{quarantine, quarantine_conversation, QUARANTINED_AT};
 
-/// What every stage needs: where objects live and how the connector is set up.
+/// What every stage needs: where objects live and how the connectors are
+/// set up.
 #[derive(Clone)]
 pub struct Context {
     pub store: Arc<dyn ObjectStore>,
+    /// The connector this context serves first (the settings' first).
     pub config: ConnectorConfig,
+    /// Every connector of the archive: an object belongs to the one its key
+    /// names (`raw/<connector>/...`).
+    pub connectors: Arc<Vec<ConnectorConfig>>,
+}
+
+impl Context {
+    /// A context for every connector of the settings, serving the first.
+    pub fn new(store: Arc<dyn ObjectStore>, settings: &crate::config::Settings) -> Self {
+        let connectors = settings.connectors.clone();
+        Self {
+            store,
+            config: connectors.first().cloned().unwrap_or_default(),
+            connectors: Arc::new(connectors),
+        }
+    }
+
+    /// A context for one connector (and XIP beside it).
+    pub fn single(store: Arc<dyn ObjectStore>, config: ConnectorConfig) -> Self {
+        Self::new(store, &crate::config::Settings::single(config))
+    }
+
+    /// The settings of the connector an object key belongs to (this
+    /// context's own when the key names none it knows).
+    pub fn for_key(&self, key: &str) -> ConnectorConfig {
+        keys::connector_of(key)
+            .and_then(|name| self.connector(name))
+            .unwrap_or(&self.config)
+            .clone()
+    }
+
+    pub fn connector(&self, name: &str) -> Option<&ConnectorConfig> {
+        self.connectors.iter().find(|c| c.name == name)
+    }
+
+    /// The same store, serving another connector.
+    pub fn serving(&self, config: &ConnectorConfig) -> Context {
+        Context {
+            store: self.store.clone(),
+            config: config.clone(),
+            connectors: self.connectors.clone(),
+        }
+    }
 }
 
 /// Which stage consumes an object, judged by its key (as S3 notification

@@ -1193,8 +1193,8 @@ pipeline_depth = 4
 method = "master-user"
 admin_user = "archiver"
 "#;
-        let settings: Settings = toml::from_str(text).unwrap();
-        let imap = settings.ice.imap.clone().expect("imap table");
+        let settings = Settings::parse(text).unwrap();
+        let imap = settings.firm.imap.clone().expect("imap table");
         assert_eq!(imap.port(), 993);
         assert_eq!(imap.pipeline_depth, 4);
         assert_eq!(imap.multiappend_max_messages, 100);
@@ -1207,7 +1207,7 @@ admin_user = "archiver"
         );
         assert_eq!(imap.secret_field(), fields::MAILBOX_PASSWORD);
         // Round trip through the writer the CLI uses.
-        let again: Settings = toml::from_str(&settings.to_toml()).unwrap();
+        let again = Settings::parse(&settings.to_toml()).unwrap();
         assert_eq!(again, settings);
         let oauth: ImapConfig =
             toml::from_str("host = \"outlook.office365.com\"\nauth = { method = \"xoauth2\" }\n")
