@@ -21,6 +21,9 @@ pub fn summary(layout: &LocalLayout, summary: &RunSummary) {
     for (key, error) in &summary.quarantined {
         println!("  QUARANTINED {key}: {error}");
     }
+    for key in &summary.waiting {
+        println!("  WAITING {key}: for its detached signature ({key}.sig)");
+    }
     for day in &summary.days {
         print_day(day);
     }
@@ -44,6 +47,7 @@ pub fn summary_json(
         "processed_files": summary.processed_files,
         "mails": summary.mails,
         "quarantined": quarantined,
+        "waiting_for_signature": summary.waiting,
         "days": summary.days,
         "alerts": alerts,
     });

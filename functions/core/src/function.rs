@@ -195,6 +195,9 @@ pub async fn invoke_s3(
             StageResult::Decrypted(DecryptOutcome::Decrypted { plain_key, .. }) => {
                 response.written.push(plain_key)
             }
+            StageResult::Decrypted(
+                DecryptOutcome::AwaitingSignature { .. } | DecryptOutcome::SignatureOnly { .. },
+            ) => {}
             StageResult::Decrypted(DecryptOutcome::Quarantined { quarantine_key, .. }) => {
                 response.quarantined.push(quarantine_key)
             }

@@ -69,6 +69,8 @@ pub struct RunSummary {
     pub fetched: Vec<String>,
     pub processed_files: Vec<String>,
     pub quarantined: Vec<(String, InputError)>,
+    /// Files held back until their detached signature arrives.
+    pub waiting: Vec<String>,
     pub mails: usize,
     pub days: Vec<DayStatus>,
 }
@@ -275,6 +277,7 @@ impl Pipeline {
         days: &mut BTreeMap<(String, String), DayStatus>,
     ) -> Result<()> {
         let mut touched = BTreeSet::new();
+        let mut waiting = false;
         let mut queue = vec![raw_key.to_string()];
         while let Some(key) = queue.pop() {
             // Consecutive mails (the sidecars of one converted file) travel
@@ -296,6 +299,10 @@ impl Pipeline {
                         plain_key,
                         ..
                     }) => queue.push(plain_key),
+                    StageResult::Decrypted(decrypt::DecryptOutcome::AwaitingSignature {
+                        ..
+                    }) => waiting = true,
+                    StageResult::Decrypted(decrypt::DecryptOutcome::SignatureOnly { .. }) => {}
                     StageResult::Decrypted(decrypt::DecryptOutcome::Quarantined {
                         error, ..
                     }) => {
@@ -336,6 +343,11 @@ impl Pipeline {
         for (connector, day) in touched {
             let status = status::rebuild_day(self.ctx.store.as_ref(), &connector, &day).await?;
             days.insert((connector, day), status);
+        }
+        if waiting {
+            // Not done: the next run (or the signature's arrival) starts it again.
+            summary.waiting.push(raw_key.to_string());
+            return Ok(());
         }
         let info = self
             .ctx

@@ -560,9 +560,21 @@ mod tests {
     }
 }
 
-/// A date written in a file name (`2026-11-20`, `2026_11_20` or `20261120`).
+/// A date written in a file name (`2026-11-20`, `2026_11_20` or `20261120`;
+/// failing those, Bloomberg's `YYMMDD` as a dot-separated part:
+/// `f886973.ib19.261124.xml.gpg`).
 pub fn day_from_file_name(name: &str) -> Option<NaiveDate> {
     let base = name.rsplit('/').next().unwrap_or(name);
+    four_digit_year(base).or_else(|| {
+        base.split('.').find_map(|part| {
+            let six = part.len() == 6 && part.bytes().all(|b| b.is_ascii_digit());
+            six.then(|| NaiveDate::parse_from_str(&format!("20{part}"), "%Y%m%d").ok())
+                .flatten()
+        })
+    })
+}
+
+fn four_digit_year(base: &str) -> Option<NaiveDate> {
     let bytes = base.as_bytes();
     (0..bytes.len()).find_map(|start| {
         let digits_at = |i: usize, n: usize| {
@@ -659,5 +671,14 @@ mod name_tests {
         assert_eq!(day_from_file_name("ACME.2026_11_20.zip"), d);
         assert_eq!(day_from_file_name("ACME_123456789.pgp"), None);
         assert_eq!(day_from_file_name("export.pgp"), None);
+        assert_eq!(
+            day_from_file_name("raw/bloomberg/f886973.ib19.261124.xml.gpg"),
+            NaiveDate::from_ymd_opt(2026, 11, 24)
+        );
+        assert_eq!(
+            day_from_file_name("f886973.ib19.att.261124.tar.gz"),
+            NaiveDate::from_ymd_opt(2026, 11, 24)
+        );
+        assert_eq!(day_from_file_name("f886973.ib19.xml.gpg"), None);
     }
 }

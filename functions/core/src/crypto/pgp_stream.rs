@@ -2,8 +2,8 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 
 use pgp::composed::{
-    DecryptionOptions, Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey,
-    TheRing,
+    DecryptionOptions, Deserializable, DetachedSignature, Message, MessageBuilder, SignedPublicKey,
+    SignedSecretKey, TheRing,
 };
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
@@ -249,6 +249,64 @@ fn check_signature(
             "bad signature: not made by the configured signer key {} over this data",
             signer.fingerprint()
         ))
+    }
+}
+
+/// Verifies a detached signature (armored or binary, the `.sig` delivered
+/// beside a file) over `data`, streaming, against the signer's primary key or
+/// any of its subkeys. `file` names the signed file, `signature_file` the
+/// signature, in errors.
+pub fn verify_detached<R: Read>(
+    signature: &[u8],
+    mut data: R,
+    signer: Option<&SignedPublicKey>,
+    file: &str,
+    signature_file: &str,
+) -> Result<()> {
+    let Some(signer) = signer else {
+        return Err(Error::Config(format!(
+            "{signature_file}: a detached signature needs the signer's key (secret field \
+             signer_public_key)"
+        )));
+    };
+    let bad = |reason: String| -> Error {
+        InputError::new(file, Place::Entry(signature_file.to_string()), reason).into()
+    };
+    let parsed = match DetachedSignature::from_armor_single(std::io::Cursor::new(signature)) {
+        Ok((signature, _)) => signature,
+        Err(_) => DetachedSignature::from_bytes(std::io::Cursor::new(signature))
+            .map_err(|e| bad(format!("not an OpenPGP signature: {e}")))?,
+    };
+    // Only the key the signature names reads the data: the others fail on
+    // the issuer before hashing anything.
+    let mut last = match parsed.signature.verify(signer, &mut data) {
+        Ok(()) => return Ok(()),
+        Err(e) => Some(e.to_string()),
+    };
+    for subkey in &signer.public_subkeys {
+        match parsed.signature.verify(subkey, &mut data) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e.to_string()),
+        }
+    }
+    Err(bad(format!(
+        "bad signature: not made by the configured signer key {} over this file ({})",
+        signer.fingerprint(),
+        last.unwrap_or_default()
+    )))
+}
+
+impl DecryptKeys {
+    /// The same keys under another signature policy (a file whose detached
+    /// signature verified needs no signature inside).
+    pub fn with_policy(&self, policy: SignaturePolicy) -> DecryptKeys {
+        DecryptKeys {
+            secret_key: self.secret_key.clone(),
+            passphrase: Password::from(self.passphrase.read().as_slice()),
+            signer: self.signer.clone(),
+            policy,
+            xip_signers: self.xip_signers.clone(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::{keys, lineage, pipe::pipe, quarantine, Context};
 use crate::config::{ConnectorConfig, ConnectorKind};
-use crate::crypto::{self, DecryptKeys};
+use crate::crypto::{self, DecryptKeys, SignaturePolicy};
 use crate::error::{Error, InputError, Result};
 use crate::formats::payload::{self, PayloadKind};
 use crate::formats::xip;
@@ -75,7 +75,17 @@ pub enum DecryptOutcome {
         quarantine_key: String,
         error: InputError,
     },
+    /// The file waits for its detached signature (`<file>.sig`), which the
+    /// policy requires: nothing was written; the signature's arrival starts
+    /// the file again.
+    AwaitingSignature { raw_key: String },
+    /// A detached signature whose file is already decrypted (or not there
+    /// yet): nothing to do.
+    SignatureOnly { raw_key: String },
 }
+
+/// The name ending that marks a detached signature delivered beside a file.
+pub const DETACHED_SIGNATURE: &str = ".sig";
 
 pub async fn run(
     ctx: &Context,
@@ -83,6 +93,31 @@ pub async fn run(
     raw_key: &str,
 ) -> Result<DecryptOutcome> {
     let config = ctx.for_key(raw_key);
+    if let Some(signed) = raw_key.strip_suffix(DETACHED_SIGNATURE) {
+        return signature_arrived(ctx, keys, raw_key, signed).await;
+    }
+    let signature_key = format!("{raw_key}{DETACHED_SIGNATURE}");
+    let has_signature = ctx.store.head(&signature_key).await?.is_some();
+    if !has_signature && requires_detached_signature(&config) {
+        tracing::info!(raw_key, "waiting for the detached signature");
+        return Ok(DecryptOutcome::AwaitingSignature {
+            raw_key: raw_key.to_string(),
+        });
+    }
+    // A detached signature is checked over the file as delivered, before
+    // anything is extracted; once it holds, no signature inside is needed.
+    let checked_keys;
+    let keys = match has_signature {
+        false => keys,
+        true => match verify_beside(ctx, keys, raw_key, &signature_key).await {
+            Ok(()) => {
+                checked_keys = std::sync::Arc::new(keys.with_policy(SignaturePolicy::Optional));
+                &checked_keys
+            }
+            Err(Error::Input(error)) => return quarantined(ctx, &config, raw_key, error).await,
+            Err(other) => return Err(other),
+        },
+    };
     let plain_key = keys::plain_for_raw(raw_key);
     let (body, raw_info) = ctx.store.get(raw_key).await?;
     let mut metadata = Metadata::new();
@@ -110,18 +145,95 @@ pub async fn run(
                 signature,
             })
         }
-        Err(Error::Input(error)) => {
-            let quarantine_key = quarantine(ctx.store.as_ref(), raw_key, "decrypt", &error).await?;
-            let day = status::day_label(status::day_from_file_name(raw_key));
-            let record = status::file_failure(&config.name, &day, raw_key, &error.to_string());
-            status::write_item(ctx.store.as_ref(), &record).await?;
-            Ok(DecryptOutcome::Quarantined {
-                quarantine_key,
-                error,
-            })
-        }
+        Err(Error::Input(error)) => quarantined(ctx, &config, raw_key, error).await,
         Err(other) => Err(other),
     }
+}
+
+/// A file refused: into quarantine, with a failure row in its day's log.
+async fn quarantined(
+    ctx: &Context,
+    config: &ConnectorConfig,
+    raw_key: &str,
+    error: InputError,
+) -> Result<DecryptOutcome> {
+    let quarantine_key = quarantine(ctx.store.as_ref(), raw_key, "decrypt", &error).await?;
+    let day = status::day_label(status::day_from_file_name(raw_key));
+    let record = status::file_failure(&config.name, &day, raw_key, &error.to_string());
+    status::write_item(ctx.store.as_ref(), &record).await?;
+    Ok(DecryptOutcome::Quarantined {
+        quarantine_key,
+        error,
+    })
+}
+
+/// Bloomberg signs each file with a `.sig` beside it: under the `required`
+/// policy a file is not opened without one.
+fn requires_detached_signature(config: &ConnectorConfig) -> bool {
+    config.kind == ConnectorKind::Bloomberg && config.signature_policy == SignaturePolicy::Required
+}
+
+/// A `.sig` arrived: its file, when there and not yet decrypted from this
+/// very version, goes through decrypt now (it may have been waiting).
+async fn signature_arrived(
+    ctx: &Context,
+    keys: &std::sync::Arc<DecryptKeys>,
+    signature_key: &str,
+    signed: &str,
+) -> Result<DecryptOutcome> {
+    let nothing = || {
+        Ok(DecryptOutcome::SignatureOnly {
+            raw_key: signature_key.to_string(),
+        })
+    };
+    let Some(file) = ctx.store.head(signed).await? else {
+        return nothing();
+    };
+    if let Some(plain) = ctx.store.head(&keys::plain_for_raw(signed)).await? {
+        if plain.metadata.get(lineage::RAW_SHA256) == Some(&file.sha256) {
+            return nothing();
+        }
+    }
+    // Already refused as it stands (a corrected signature for it is taken
+    // by invoking decrypt on the file itself).
+    if let Some(refused) = ctx.store.head(&format!("quarantine/{signed}")).await? {
+        if refused.sha256 == file.sha256 {
+            return nothing();
+        }
+    }
+    Box::pin(run(ctx, keys, signed)).await
+}
+
+/// Checks `<file>.sig` over the raw object, streaming.
+async fn verify_beside(
+    ctx: &Context,
+    keys: &std::sync::Arc<DecryptKeys>,
+    raw_key: &str,
+    signature_key: &str,
+) -> Result<()> {
+    let signature = ctx.store.get_bytes(signature_key).await?;
+    let (body, _) = ctx.store.get(raw_key).await?;
+    let (task_keys, file, signature_file) = (
+        keys.clone(),
+        raw_key.to_string(),
+        signature_key
+            .rsplit('/')
+            .next()
+            .unwrap_or(signature_key)
+            .to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let data = std::io::BufReader::with_capacity(64 * 1024, SyncIoBridge::new(body));
+        crypto::verify_detached(
+            &signature,
+            data,
+            task_keys.signer.as_ref(),
+            &file,
+            &signature_file,
+        )
+    })
+    .await
+    .map_err(|e| Error::Pgp(format!("signature check failed to run: {e}")))?
 }
 
 /// ICE: PGP straight from the raw object into the plain object, streaming.
