@@ -26,8 +26,11 @@ if [ ! -x "$venv/bin/pip" ]; then
   echo "Creating Python venv $venv"
   python3 -m venv "$venv"
 fi
-want=("moto[server]" cfn-lint cargo-lambda)
-if ! "$venv/bin/python" -c "import moto, cfnlint" 2>/dev/null || [ ! -x "$venv/bin/cargo-lambda" ]; then
+# Pinned: a new release of a test tool must not change what the tests prove.
+want=("moto[server]==5.2.5" "cfn-lint==1.58.0" "cargo-lambda==1.9.2")
+installed="$("$venv/bin/pip" freeze 2>/dev/null || true)"
+if ! grep -qx "moto==5.2.5" <<<"$installed" || ! grep -qx "cfn-lint==1.58.0" <<<"$installed" \
+  || ! grep -qx "cargo-lambda==1.9.2" <<<"$installed"; then
   echo "Installing Python tools: ${want[*]}"
   "$venv/bin/pip" install -q "${want[@]}"
 fi

@@ -801,3 +801,52 @@ fn the_templates_metric_alarms_watch_what_the_functions_emit() {
         assert!(watched.iter().any(|m| m == metric), "no alarm on {metric}");
     }
 }
+
+/// The settings the template gives every function, as CloudFormation would
+/// substitute them (template read by cfn-lint's own YAML decoder), load
+/// into the connectors they name: with and without Bloomberg.
+#[test]
+fn the_templates_settings_load_as_one_section_per_connector() {
+    let script = r#"
+import json, re, sys
+from cfnlint.decode import cfn_yaml
+template = cfn_yaml.loads(open(sys.argv[1]).read())
+variables = template["Globals"]["Function"]["Environment"]["Variables"]
+text, names = variables["CHAT_ARCHIVE_SETTINGS"]["Fn::Sub"]
+params = {"ConnectorName": "ice", "BloombergSftpHost": "sftp.bloomberg.example",
+          "BloombergSftpDirectory": "outgoing", "BloombergSignaturePolicy": "required"}
+def sub(s, values):
+    return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], s)
+out = {}
+for bloomberg in (True, False):
+    inner = names["Bloomberg"]["Fn::If"][1 if bloomberg else 2]
+    block = sub(inner["Fn::Sub"], params) if bloomberg else inner
+    out["with" if bloomberg else "without"] = sub(text, dict(params, Bloomberg=block))
+print(json.dumps(out))
+"#;
+    let output = Command::new(moto::venv().join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(moto::repo_root().join("infra/template.yaml"))
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{output:?}");
+    let settings: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let load = |which: &str| {
+        chat_archive_core::config::Settings::parse(settings[which].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{which}: {e}\n{}", settings[which]))
+    };
+    let with = load("with");
+    let names: Vec<&str> = with.connectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ice", "bloomberg", "xip"]);
+    let bloomberg = with.connector("bloomberg").unwrap();
+    assert_eq!(bloomberg.folder, "Bloomberg");
+    assert_eq!(
+        bloomberg.sftp.as_ref().unwrap().host,
+        "sftp.bloomberg.example"
+    );
+    assert_eq!(with.connector("xip").unwrap().secret_name(), "ice");
+    let without = load("without");
+    let names: Vec<&str> = without.connectors.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ice", "xip"]);
+}

@@ -783,6 +783,47 @@ mod tests {
     }
 
     #[test]
+    fn every_connector_and_its_secret_come_from_the_environment() {
+        let s = settings(&[
+            ("BUCKET", "archive"),
+            ("FIRM_DOMAINS", "acme.example"),
+            ("SECRET_ID", "arn:ice"),
+            ("SECRET_IDS", "bloomberg=arn:bbg"),
+            (
+                "CHAT_ARCHIVE_SETTINGS",
+                "[connectors.ice]\n[connectors.bloomberg]\n[connectors.bloomberg.sftp]\nhost = \"b.example\"\n",
+            ),
+            ("MAIL_FOLDER", "Chats"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = s
+            .settings
+            .connectors
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["ice", "bloomberg"]);
+        assert_eq!(
+            s.settings.connectors[0].folder, "Chats",
+            "overrides: the first"
+        );
+        assert_eq!(s.settings.connectors[1].folder, "Bloomberg");
+        assert!(s
+            .settings
+            .connectors
+            .iter()
+            .all(|c| c.firm_domains == ["acme.example"]));
+        assert_eq!(
+            s.secret_ids,
+            [("bloomberg".to_string(), "arn:bbg".to_string())]
+        );
+        assert!(settings(&[("BUCKET", "b"), ("SECRET_IDS", "bloomberg")])
+            .unwrap_err()
+            .to_string()
+            .contains("SECRET_IDS"));
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let err = settings(&[]).unwrap_err().to_string();
         assert!(err.contains("BUCKET"), "{err}");
