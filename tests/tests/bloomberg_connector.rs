@@ -11,6 +11,7 @@ use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::status::DayStatus;
 use integration_tests::local::{Firm, FIRM_PASSPHRASE, FIRM_UID, SIGNER_UID};
 use integration_tests::readback::{read_folder, ReadMail};
+use mail_parser::MimeHeaders;
 
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
@@ -46,10 +47,15 @@ fn status(firm: &Firm, connector: &str, day: &str) -> DayStatus {
 /// The firm with ICE and Bloomberg, each with its own signer key; the
 /// Bloomberg secret set by command.
 fn firm_with_bloomberg() -> Firm {
+    firm_with_bloomberg_settings("")
+}
+
+fn firm_with_bloomberg_settings(bloomberg: &str) -> Firm {
     let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
     std::fs::write(
         firm.layout.settings(),
-        r#"
+        format!(
+            r#"
 [firm]
 domains = ["acme.example"]
 
@@ -58,10 +64,12 @@ signature_policy = "required"
 
 [connectors.bloomberg]
 signature_policy = "required"
+{bloomberg}
 
 [connectors.xip]
 secret = "ice"
-"#,
+"#
+        ),
     )
     .unwrap();
     firm.gpg.generate_signer(BLOOMBERG_SIGNER);
@@ -133,8 +141,15 @@ fn sign_beside(firm: &Firm, file: &Path, signer: &str) -> PathBuf {
     beside
 }
 
+/// The sample as another room, without its attachment.
 fn room(xml: &str, id: &str) -> String {
-    xml.replace("PCHAT-0x1000000002A9F1", id)
+    let without = match (xml.find("<Attachment>"), xml.find("</Attachment>")) {
+        (Some(start), Some(end)) => {
+            format!("{}{}", &xml[..start], &xml[end + "</Attachment>".len()..])
+        }
+        _ => xml.to_string(),
+    };
+    without.replace("PCHAT-0x1000000002A9F1", id)
 }
 
 #[test]
@@ -146,6 +161,11 @@ fn a_bloomberg_export_beside_an_ice_export_lands_in_its_own_folder_and_status_lo
         "f886973.ib19.261120.xml.gpg",
         BLOOMBERG,
         Some("signer@bloomberg.example"),
+    );
+    deliver_attachments(
+        &firm,
+        "f886973.ib19.att.261120.tar.gz",
+        &[("ATT-6F2C-0001", b"levels")],
     );
     let run = chat_archive(&firm, &["run"]);
     assert!(run.status.success(), "{run:?}");
@@ -286,4 +306,157 @@ fn a_file_waits_for_its_signature_and_goes_out_once_it_arrives() {
     let third = chat_archive(&firm, &["run"]);
     assert!(third.status.success(), "{third:?}");
     assert_eq!(folder(&firm, JDOE, "Bloomberg").len(), 1);
+}
+
+/// The attachment archive of a day, made by the system's `tar`, with its
+/// `.sig` beside it: members named by FileID.
+fn deliver_attachments(firm: &Firm, name: &str, members: &[(&str, &[u8])]) {
+    let staging = firm.dir.path().join(format!("{name}.members"));
+    std::fs::create_dir_all(&staging).unwrap();
+    for (file_id, bytes) in members {
+        std::fs::write(staging.join(file_id), bytes).unwrap();
+    }
+    let target = firm.layout.drop_dir().join("bloomberg").join(name);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&target)
+        .arg("-C")
+        .arg(&staging)
+        .args(members.iter().map(|(id, _)| *id))
+        .status()
+        .expect("tar runs");
+    assert!(status.success());
+    sign_beside(firm, &target, "signer@bloomberg.example");
+}
+
+/// Bytes that compress badly, as real attachments do.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The attachment of the one mail in jdoe's Bloomberg folder, as mail-parser
+/// (not our writer) decodes it.
+fn attachment_bytes(firm: &Firm, file_name: &str) -> Option<Vec<u8>> {
+    let raw = firm.folder(JDOE, "Bloomberg");
+    assert_eq!(raw.len(), 1, "one mail");
+    let message = mail_parser::MessageParser::default()
+        .parse(&raw[0])
+        .expect("a mail");
+    let found = message
+        .attachments()
+        .find(|a| a.attachment_name() == Some(file_name))
+        .map(|a| a.contents().to_vec());
+    found
+}
+
+#[test]
+fn attachments_that_arrive_a_run_later_go_out_with_the_mail_byte_for_byte() {
+    let firm = firm_with_bloomberg();
+    deliver(
+        &firm,
+        "f886973.ib19.261120.xml.gpg",
+        BLOOMBERG,
+        Some("signer@bloomberg.example"),
+    );
+    let first = chat_archive(&firm, &["run"]);
+    assert!(first.status.success(), "{first:?}");
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains("WAITING") && out.contains("f886973.ib19.att.261120.tar.gz"),
+        "{out}"
+    );
+    assert!(
+        folder(&firm, JDOE, "Bloomberg").is_empty(),
+        "the mail waits"
+    );
+    let waiting = status(&firm, "bloomberg", "2026-11-20");
+    assert!(
+        waiting.sources.iter().any(|s| s
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("waiting for the attachment archive"))),
+        "reported: {waiting:#?}"
+    );
+
+    let levels = noise(300_000);
+    deliver_attachments(
+        &firm,
+        "f886973.ib19.att.261120.tar.gz",
+        &[("ATT-6F2C-0001", &levels), ("ATT-UNUSED", b"other day")],
+    );
+    let second = chat_archive(&firm, &["run"]);
+    assert!(second.status.success(), "{second:?}");
+    let mails = folder(&firm, JDOE, "Bloomberg");
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        mails[0]
+            .attachments
+            .iter()
+            .any(|a| a.filename.as_deref() == Some("levels.xlsx")),
+        "{mails:#?}"
+    );
+    assert_eq!(
+        attachment_bytes(&firm, "levels.xlsx").as_deref(),
+        Some(&levels[..]),
+        "byte-identical"
+    );
+    let day = status(&firm, "bloomberg", "2026-11-20");
+    assert!(day.counts_add_up(), "{day:#?}");
+    assert_eq!(day.failed, 0, "{day:#?}");
+    // Nothing more on a third run.
+    assert!(chat_archive(&firm, &["run"]).status.success());
+    assert_eq!(folder(&firm, JDOE, "Bloomberg").len(), 1);
+}
+
+#[test]
+fn past_the_wait_a_mail_goes_out_saying_its_attachment_is_missing_with_a_failure_row() {
+    let firm = firm_with_bloomberg_settings("attachment_wait_hours = 0");
+    deliver(
+        &firm,
+        "f886973.ib19.261120.xml.gpg",
+        BLOOMBERG,
+        Some("signer@bloomberg.example"),
+    );
+    let run = chat_archive(&firm, &["run"]);
+    assert!(run.status.success(), "{run:?}");
+    let mails = folder(&firm, JDOE, "Bloomberg");
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(
+        mails[0].plain.contains("ATTACHMENT MISSING")
+            && mails[0].plain.contains("levels.xlsx")
+            && mails[0]
+                .plain
+                .contains("no attachment archive f886973.ib19.att.261120.tar.gz arrived"),
+        "{}",
+        mails[0].plain
+    );
+    assert!(
+        !mails[0]
+            .attachments
+            .iter()
+            .any(|a| a.filename.as_deref() == Some("levels.xlsx")),
+        "{mails:#?}"
+    );
+    let day = status(&firm, "bloomberg", "2026-11-20");
+    assert!(day.counts_add_up(), "{day:#?}");
+    assert_eq!(
+        day.failed, 1,
+        "the missing attachment is a failure row: {day:#?}"
+    );
+    let csv = std::fs::read_to_string(
+        firm.layout
+            .store()
+            .join("reports/bloomberg/2026-11-20/status.csv"),
+    )
+    .unwrap();
+    assert!(csv.contains("attachment missing"), "{csv}");
 }

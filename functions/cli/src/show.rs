@@ -21,8 +21,8 @@ pub fn summary(layout: &LocalLayout, summary: &RunSummary) {
     for (key, error) in &summary.quarantined {
         println!("  QUARANTINED {key}: {error}");
     }
-    for key in &summary.waiting {
-        println!("  WAITING {key}: for its detached signature ({key}.sig)");
+    for (key, reason) in &summary.waiting {
+        println!("  WAITING {key}: {reason}");
     }
     for day in &summary.days {
         print_day(day);
@@ -47,7 +47,11 @@ pub fn summary_json(
         "processed_files": summary.processed_files,
         "mails": summary.mails,
         "quarantined": quarantined,
-        "waiting_for_signature": summary.waiting,
+        "waiting": summary
+            .waiting
+            .iter()
+            .map(|(key, reason)| serde_json::json!({ "key": key, "reason": reason }))
+            .collect::<Vec<_>>(),
         "days": summary.days,
         "alerts": alerts,
     });

@@ -84,6 +84,12 @@ fn digest(conversation_id: &str, event: &ChatEvent) -> String {
             field(file.file_name.as_bytes());
             field(&Sha256::digest(&file.content));
         }
+        // Not yet resolved: a file that turns up later is a new event (a
+        // continuation brings it), never lost behind this one.
+        EventKind::Attachment(attachment) => {
+            field(b"attachment");
+            field(attachment.file_id.as_bytes());
+        }
     }
     format!("d:{}", hex::encode(&hasher.finalize()[..16]))
 }

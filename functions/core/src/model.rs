@@ -26,6 +26,26 @@ pub struct FileTransfer {
     pub content: Vec<u8>,
 }
 
+/// A file an event names by id, delivered apart from the export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRef {
+    pub file_name: String,
+    pub file_id: String,
+    pub size: Option<u64>,
+}
+
+impl AttachmentRef {
+    /// The transcript line for it while its bytes are not at hand.
+    pub fn describe(&self) -> String {
+        format!(
+            "sent attachment {} ({} bytes, FileID {})",
+            self.file_name,
+            self.size.map_or("unknown".to_string(), |s| s.to_string()),
+            self.file_id
+        )
+    }
+}
+
 /// What happened at one point of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
@@ -38,6 +58,9 @@ pub enum EventKind {
         text: String,
     },
     FileTransfer(FileTransfer),
+    /// A file whose bytes come separately (Bloomberg's attachment archive);
+    /// the convert stage puts the file in its place, or says it is missing.
+    Attachment(AttachmentRef),
     /// A system line the transcript shows as it is (an invitation, a file
     /// transfer whose bytes ship elsewhere, a system message).
     Notice {

@@ -69,8 +69,9 @@ pub struct RunSummary {
     pub fetched: Vec<String>,
     pub processed_files: Vec<String>,
     pub quarantined: Vec<(String, InputError)>,
-    /// Files held back until their detached signature arrives.
-    pub waiting: Vec<String>,
+    /// Files held back until their detached signature or their attachments
+    /// arrive, and why.
+    pub waiting: Vec<(String, String)>,
     pub mails: usize,
     pub days: Vec<DayStatus>,
 }
@@ -277,7 +278,7 @@ impl Pipeline {
         days: &mut BTreeMap<(String, String), DayStatus>,
     ) -> Result<()> {
         let mut touched = BTreeSet::new();
-        let mut waiting = false;
+        let mut waiting = None;
         let mut queue = vec![raw_key.to_string()];
         while let Some(key) = queue.pop() {
             // Consecutive mails (the sidecars of one converted file) travel
@@ -301,7 +302,7 @@ impl Pipeline {
                     }) => queue.push(plain_key),
                     StageResult::Decrypted(decrypt::DecryptOutcome::AwaitingSignature {
                         ..
-                    }) => waiting = true,
+                    }) => waiting = Some(format!("for its detached signature ({key}.sig)")),
                     StageResult::Decrypted(decrypt::DecryptOutcome::SignatureOnly { .. }) => {}
                     StageResult::Decrypted(decrypt::DecryptOutcome::Quarantined {
                         error, ..
@@ -314,6 +315,9 @@ impl Pipeline {
                         summary.quarantined.push((key.clone(), error));
                     }
                     StageResult::Converted(outcome) => {
+                        if outcome.waiting.is_some() {
+                            waiting = outcome.waiting.clone();
+                        }
                         let connector = self.ctx.for_key(&key).name;
                         for day in &outcome.days {
                             touched.insert((connector.clone(), day.clone()));
@@ -344,9 +348,10 @@ impl Pipeline {
             let status = status::rebuild_day(self.ctx.store.as_ref(), &connector, &day).await?;
             days.insert((connector, day), status);
         }
-        if waiting {
-            // Not done: the next run (or the signature's arrival) starts it again.
-            summary.waiting.push(raw_key.to_string());
+        if let Some(reason) = waiting {
+            // Not done: the next run (or the signature's or attachments'
+            // arrival) starts it again.
+            summary.waiting.push((raw_key.to_string(), reason));
             return Ok(());
         }
         let info = self

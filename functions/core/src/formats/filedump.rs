@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
-use crate::model::{ChatEvent, EventKind, Participant};
+use crate::model::{AttachmentRef, ChatEvent, EventKind, Participant};
 
 /// Name of the root element of a FileDump export.
 pub const ROOT: &str = "FileDump";
@@ -179,13 +179,18 @@ pub fn event(kind: DumpEvent, record: &Record) -> Result<ChatEvent, String> {
                     .unwrap_or_default()
             ))
         }
-        DumpEvent::Attachment => notice(format!(
-            "sent attachment {} ({} bytes, FileID {}; the file is delivered in the \
-             export's attachment archive)",
-            record.get("FileName").unwrap_or("unnamed file"),
-            record.get("FileSize").unwrap_or("unknown"),
-            record.get("FileID").unwrap_or("unknown"),
-        )),
+        DumpEvent::Attachment => match record.owned("FileID") {
+            Some(file_id) => EventKind::Attachment(AttachmentRef {
+                file_name: record.owned("FileName").unwrap_or_else(|| file_id.clone()),
+                file_id,
+                size: record.get("FileSize").and_then(|s| s.trim().parse().ok()),
+            }),
+            None => notice(format!(
+                "sent attachment {} ({} bytes; no FileID, so its file cannot be found)",
+                record.get("FileName").unwrap_or("unnamed file"),
+                record.get("FileSize").unwrap_or("unknown"),
+            )),
+        },
         DumpEvent::Invite => notice(match content.is_empty() {
             true => "sent an invitation".to_string(),
             false => format!("sent an invitation: {content}"),

@@ -1,5 +1,6 @@
 //! Source formats: how export files are laid out and parsed.
 
+pub mod attachments;
 pub mod filedump;
 pub mod ice;
 pub mod payload;

@@ -49,6 +49,7 @@ impl<'a> Transcript<'a> {
                     EventKind::Entered => (Cow::Borrowed("entered the conversation"), false),
                     EventKind::Left => (Cow::Borrowed("left the conversation"), false),
                     EventKind::Notice { text } => (Cow::Borrowed(text.as_str()), false),
+                    EventKind::Attachment(attachment) => (Cow::Owned(attachment.describe()), false),
                     EventKind::Disclaimer { text } => {
                         (Cow::Owned(format!("Disclaimer: {text}")), false)
                     }

@@ -18,10 +18,10 @@ use super::{keys, lineage, quarantine, quarantine_conversation, Context};
 use crate::config::{ConnectorConfig, Granularity};
 use crate::error::{Error, InputError, Place, Result};
 use crate::formats::ice::{BadConversation, IceReader, ReadError, UNEXPECTED_EOF};
-use crate::formats::{payload, xip};
+use crate::formats::{attachments, payload, xip};
 use crate::ledger::{self, Ledger, LedgerPart};
 use crate::mail::{self, build_mail, events_by_day, BuiltMail, Continuation, Lineage, MailPart};
-use crate::model::{ChatEvent, Conversation, Participant};
+use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
 use crate::ports::{ByteStream, Metadata, ObjectInfo, ObjectStore};
 use crate::status::{self, EventCounts, ItemRecord, ItemState, SourceRecord};
 
@@ -37,6 +37,9 @@ pub struct ConvertOutcome {
     /// What went to quarantine (the key of the copy, and why): single
     /// conversations, or the file when its XML broke.
     pub quarantined: Vec<(String, InputError)>,
+    /// The file waits for something still to come (its attachments), and
+    /// why: it is to be converted again.
+    pub waiting: Option<String>,
 }
 
 /// Mails go from the parsing thread to the writer a few at a time.
@@ -113,6 +116,9 @@ impl SplitFile {
 }
 
 pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
+    if attachments::is_archive(plain_key) {
+        return attachments_arrived(ctx, plain_key).await;
+    }
     let split = SplitFile::find(ctx.store.as_ref(), plain_key).await?;
     if let Some(split) = split.as_ref().filter(|s| s.parts.is_empty()) {
         return wait_for_first_part(ctx, plain_key, split).await;
@@ -136,8 +142,17 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         plain_sha256: info.sha256.clone(),
         ..Lineage::default()
     };
-    let (sender, mut receiver) = mpsc::channel(MAILS_IN_FLIGHT);
     let config = ctx.for_key(plain_key);
+    let files = match split {
+        Some(_) => AttachmentFiles::default(),
+        None => match AttachmentFiles::gather(ctx, &config, plain_key).await? {
+            Gathered::Ready(files) => files,
+            Gathered::Waiting(reason) => {
+                return wait_for_attachments(ctx, plain_key, &info, reason).await
+            }
+        },
+    };
+    let (sender, mut receiver) = mpsc::channel(MAILS_IN_FLIGHT);
     let is_xip = config.kind == crate::config::ConnectorKind::Xip;
     let mut archivist = Archivist {
         store: ctx.store.clone(),
@@ -156,6 +171,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         days: BTreeMap::new(),
         quarantined: Vec::new(),
         dialect: None,
+        attachments: files,
     };
     let parsing = {
         let (base, key) = (base.clone(), plain_key.to_string());
@@ -275,6 +291,168 @@ async fn wait_for_first_part(
     })
 }
 
+/// The files an export's attachment events name, taken from its
+/// attachment archive into a temporary directory.
+#[derive(Default)]
+struct AttachmentFiles {
+    files: BTreeMap<String, std::path::PathBuf>,
+    /// Why a file not in `files` is missing.
+    reason: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Gathered {
+    Ready(AttachmentFiles),
+    /// The archive has not come yet and the wait is not over.
+    Waiting(String),
+}
+
+impl AttachmentFiles {
+    /// The attachment files of an export that names some: from its archive
+    /// when there, else nothing to wait for once the configured time since
+    /// the export was first seen has passed.
+    async fn gather(ctx: &Context, config: &ConnectorConfig, plain_key: &str) -> Result<Gathered> {
+        let Some(archive_key) = attachments::archive_for_export(plain_key) else {
+            return Ok(Gathered::Ready(Self::default()));
+        };
+        if config.kind != crate::config::ConnectorKind::Bloomberg {
+            return Ok(Gathered::Ready(Self::default()));
+        }
+        let (body, _) = ctx.store.get(plain_key).await?;
+        let wanted = tokio::task::spawn_blocking(move || {
+            attachments::wanted_file_ids(std::io::BufReader::new(SyncIoBridge::new(body)))
+        })
+        .await
+        .map_err(|e| Error::Config(format!("attachment scan failed: {e}")))?
+        .map_err(|e| Error::store(plain_key, e))?;
+        if wanted.is_empty() {
+            return Ok(Gathered::Ready(Self::default()));
+        }
+        let archive_name = archive_key
+            .rsplit('/')
+            .next()
+            .unwrap_or(&archive_key)
+            .to_string();
+        if ctx.store.head(&archive_key).await?.is_none() {
+            let since = first_seen(ctx, config, plain_key).await?;
+            let until = since + chrono::Duration::hours(config.attachment_wait_hours);
+            if chrono::Utc::now() < until {
+                return Ok(Gathered::Waiting(format!(
+                    "waiting for the attachment archive {archive_name} ({} file(s)) until {}",
+                    wanted.len(),
+                    until.format("%Y-%m-%d %H:%M UTC")
+                )));
+            }
+            return Ok(Gathered::Ready(Self {
+                reason: format!(
+                    "no attachment archive {archive_name} arrived within {} hours",
+                    config.attachment_wait_hours
+                ),
+                ..Self::default()
+            }));
+        }
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
+        let (body, _) = ctx.store.get(&archive_key).await?;
+        let (target, ids) = (dir.path().to_path_buf(), wanted.clone());
+        let files = tokio::task::spawn_blocking(move || {
+            attachments::extract(SyncIoBridge::new(body), &ids, &target)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("attachment extraction failed: {e}")))?
+        .map_err(|e| Error::store(&archive_key, format!("not a readable .tar.gz: {e}")))?;
+        Ok(Gathered::Ready(Self {
+            files,
+            reason: format!("not in the attachment archive {archive_name}"),
+            _dir: Some(dir),
+        }))
+    }
+
+    fn missing(&self, file_id: &str) -> String {
+        match self.reason.is_empty() {
+            true => format!("FileID {file_id} was not delivered"),
+            false => self.reason.clone(),
+        }
+    }
+}
+
+/// When the export was first seen waiting for its attachments (recorded
+/// then, so the wait is measured from the first try, not the latest).
+async fn first_seen(
+    ctx: &Context,
+    config: &ConnectorConfig,
+    plain_key: &str,
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    let id = mail::item_id(&config.name, &["attachments-wait", plain_key]);
+    let key = format!("state/{}/attachments-wait/{id}", config.name);
+    if ctx.store.head(&key).await?.is_some() {
+        let text = ctx.store.get_bytes(&key).await?;
+        if let Some(since) = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        {
+            return Ok(since.with_timezone(&chrono::Utc));
+        }
+    }
+    let now = chrono::Utc::now();
+    ctx.store
+        .put_bytes(&key, now.to_rfc3339().into_bytes(), &Metadata::new())
+        .await?;
+    Ok(now)
+}
+
+/// An export waits for its attachment archive: nothing written but its
+/// source record, which says so.
+async fn wait_for_attachments(
+    ctx: &Context,
+    plain_key: &str,
+    info: &ObjectInfo,
+    reason: String,
+) -> Result<ConvertOutcome> {
+    let config = ctx.for_key(plain_key);
+    let day = status::day_label(status::day_from_file_name(plain_key));
+    let source = SourceRecord {
+        key: plain_key.to_string(),
+        sha256: info.sha256.clone(),
+        items: 0,
+        events: EventCounts::default(),
+        dialect: None,
+        problem: Some(reason.clone()),
+    };
+    status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
+    tracing::info!(plain_key, reason, "waiting for attachments");
+    Ok(ConvertOutcome {
+        days: vec![day.clone()],
+        day,
+        waiting: Some(reason),
+        ..ConvertOutcome::default()
+    })
+}
+
+/// An attachment archive arrived: its export, when there, is converted now
+/// (it may have been waiting; if not, the ledger makes this a no-op but for
+/// files it could not attach before).
+async fn attachments_arrived(ctx: &Context, archive_key: &str) -> Result<ConvertOutcome> {
+    let config = ctx.for_key(archive_key);
+    let day = status::day_label(status::day_from_file_name(archive_key));
+    if let Some(export) = attachments::export_for_archive(archive_key) {
+        if ctx.store.head(&export).await?.is_some() {
+            tracing::info!(
+                archive_key,
+                export,
+                "attachments arrived: converting the export"
+            );
+            return Box::pin(run(ctx, &export)).await;
+        }
+    }
+    tracing::info!(archive_key, connector = %config.name, "attachment archive before its export");
+    Ok(ConvertOutcome {
+        days: vec![day.clone()],
+        day,
+        ..ConvertOutcome::default()
+    })
+}
+
 /// A file's share of one day.
 #[derive(Debug, Default)]
 struct DayShare {
@@ -297,6 +475,7 @@ struct Archivist {
     quarantined: Vec<(String, InputError)>,
     /// The dialect of the file's first conversation.
     dialect: Option<&'static str>,
+    attachments: AttachmentFiles,
 }
 
 impl Archivist {
@@ -393,6 +572,7 @@ impl Archivist {
     ) -> Result<()> {
         self.dialect
             .get_or_insert(conversation.original_format.dialect());
+        self.resolve_attachments(conversation, fallback_day)?;
         let listed = std::mem::take(&mut conversation.participants);
         let result = events_by_day(conversation, fallback_day)
             .into_iter()
@@ -531,6 +711,57 @@ impl Archivist {
 
     /// One conversation to quarantine, recorded as a failed item of the
     /// file's day; the rest of the file goes on.
+    /// Puts each attachment's file in its place, from the attachment
+    /// archive; one that is not there goes out as a line saying so, with a
+    /// failure row of its own (never silently without it).
+    fn resolve_attachments(
+        &mut self,
+        conversation: &mut Conversation,
+        fallback_day: NaiveDate,
+    ) -> Result<()> {
+        for event in &mut conversation.events {
+            let EventKind::Attachment(attachment) = &event.kind else {
+                continue;
+            };
+            let attachment = attachment.clone();
+            let Some(path) = self.attachments.files.get(&attachment.file_id) else {
+                let reason = self.attachments.missing(&attachment.file_id);
+                event.kind = EventKind::Notice {
+                    text: format!("ATTACHMENT MISSING: {}: {reason}", attachment.describe()),
+                };
+                let day = status::day_label(Some(event.time.date_naive()).or(Some(fallback_day)));
+                let record = ItemRecord {
+                    connector: self.config.name.clone(),
+                    day,
+                    item_id: mail::item_id(
+                        &self.config.name,
+                        &["attachment", &self.source.key, &attachment.file_id],
+                    ),
+                    subject: format!(
+                        "attachment {} in conversation {} (missing)",
+                        attachment.file_name, conversation.id
+                    ),
+                    source: self.source.key.clone(),
+                    state: ItemState::Failed,
+                    targets: Vec::new(),
+                    unmapped: Vec::new(),
+                    reason: Some(format!("attachment missing: {reason}")),
+                };
+                self.runtime
+                    .block_on(status::write_item(self.store.as_ref(), &record))?;
+                continue;
+            };
+            let content = std::fs::read(path)
+                .map_err(|e| Error::io(format!("reading attachment {}", attachment.file_id), e))?;
+            event.kind = EventKind::FileTransfer(FileTransfer {
+                file_name: attachment.file_name,
+                content_type: None,
+                content,
+            });
+        }
+        Ok(())
+    }
+
     fn quarantine(&mut self, bad: &BadConversation, file_day: Option<NaiveDate>) -> Result<()> {
         let store = self.store.as_ref();
         let key = self.runtime.block_on(quarantine_conversation(

@@ -10,7 +10,7 @@ use crate::config::{ConnectorConfig, ConnectorKind};
 use crate::crypto::{self, DecryptKeys, SignaturePolicy};
 use crate::error::{Error, InputError, Result};
 use crate::formats::payload::{self, PayloadKind};
-use crate::formats::xip;
+use crate::formats::{attachments, xip};
 use crate::ports::secrets::fields;
 use crate::ports::{ByteStream, ConnectorSecret, Metadata};
 use crate::status;
@@ -128,6 +128,14 @@ pub async fn run(
     metadata.insert(lineage::STAGE.into(), "decrypt".into());
     let result = if config.kind == ConnectorKind::Xip {
         decrypt_xip(&config, keys, raw_key, &plain_key, body, &metadata, ctx).await
+    } else if attachments::is_archive(raw_key) && !is_encrypted_name(raw_key) {
+        // Bloomberg's attachment archives come as plain .tar.gz (their
+        // detached signature, when there, was checked above).
+        ctx.store.put(&plain_key, body, &metadata).await?;
+        Ok(match has_signature {
+            true => crypto::SignatureStatus::Verified,
+            false => crypto::SignatureStatus::Unsigned,
+        })
     } else {
         decrypt_stream(ctx, keys, raw_key, &plain_key, body, &metadata).await
     };
@@ -148,6 +156,13 @@ pub async fn run(
         Err(Error::Input(error)) => quarantined(ctx, &config, raw_key, error).await,
         Err(other) => Err(other),
     }
+}
+
+fn is_encrypted_name(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    [".gpg", ".pgp", ".asc"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
 }
 
 /// A file refused: into quarantine, with a failure row in its day's log.
