@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target of tests/fuzz (see docs/fuzzing.md):
 #   scripts/fuzz.sh TARGET [SECONDS [LIBFUZZER_OPTION...]]   (default 600 s)
-# Targets: ice_parser, xip_reader, mapping_csv, mail_builder.
+# Targets: ice_parser, xip_reader, mapping_csv, mail_builder, attachment_archive.
 # One fuzzer process (-jobs=1 -workers=1): the machines are shared.
 # cargo-fuzz needs nightly-only rustc flags; on a stable toolchain
 # RUSTC_BOOTSTRAP=1 allows them (set here unless already set).
@@ -16,11 +16,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz=$root/tests/fuzz
 
 case $target in
-ice_parser | xip_reader) max_len=16384 ;;
+ice_parser | xip_reader | attachment_archive) max_len=16384 ;;
 mail_builder) max_len=8192 ;;
 mapping_csv) max_len=4096 ;;
 *)
-    echo "unknown target $target (ice_parser, xip_reader, mapping_csv, mail_builder)" >&2
+    echo "unknown target $target (ice_parser, xip_reader, mapping_csv, mail_builder, attachment_archive)" >&2
     exit 2
     ;;
 esac

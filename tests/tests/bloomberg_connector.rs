@@ -1,7 +1,8 @@
 //! Bloomberg as a second connector beside ICE, as its files are delivered:
 //! `f886973.ib19.YYMMDD.xml.gpg` encrypted to the firm by GnuPG, a detached
 //! `.sig` beside it made by Bloomberg's own key, into its own folder,
-//! mapping (Bloomberg UUID first) and status log. Run as the `chat-archive`
+//! mapping (Bloomberg UUID first) and status log; and two connectors of one
+//! kind side by side. Run as the `chat-archive`
 //! binary; mail read back with Python's `email` package.
 
 use std::path::{Path, PathBuf};
@@ -459,4 +460,60 @@ fn past_the_wait_a_mail_goes_out_saying_its_attachment_is_missing_with_a_failure
     )
     .unwrap();
     assert!(csv.contains("attachment missing"), "{csv}");
+}
+
+/// Two connectors of one kind (two ICE firm codes): each its own drop
+/// directory, folder, objects and status log.
+#[test]
+fn two_ice_connectors_keep_their_files_folders_and_logs_apart() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    std::fs::write(
+        firm.layout.settings(),
+        r#"
+[firm]
+domains = ["acme.example"]
+
+[connectors.ice]
+signature_policy = "required"
+
+[connectors.ice-uk]
+kind = "ice"
+folder = "ICE Chat UK"
+secret = "ice"
+signature_policy = "required"
+"#,
+    )
+    .unwrap();
+    firm.drop_export("ACME_2026-11-20.xml.pgp", ICE_SAMPLE.as_bytes(), true);
+    let uk = firm.layout.drop_dir().join("ice-uk");
+    std::fs::create_dir_all(&uk).unwrap();
+    let made = firm.drop_export("ACMEUK_2026-11-20.xml.pgp", ICE_SAMPLE.as_bytes(), true);
+    std::fs::rename(&made, uk.join("ACMEUK_2026-11-20.xml.pgp")).unwrap();
+
+    let run = chat_archive(&firm, &["run"]);
+    assert!(run.status.success(), "{run:?}");
+    let us = folder(&firm, JDOE, "ICE Chat");
+    let gb = folder(&firm, JDOE, "ICE Chat UK");
+    assert!(!us.is_empty());
+    assert_eq!(us.len(), gb.len(), "the same export, once per connector");
+    assert!(
+        us.iter().all(|m| m.source_file.starts_with("raw/ice/")),
+        "{us:#?}"
+    );
+    assert!(
+        gb.iter().all(|m| m.source_file.starts_with("raw/ice-uk/")),
+        "{gb:#?}"
+    );
+    let (a, b) = (
+        status(&firm, "ice", "2026-11-20"),
+        status(&firm, "ice-uk", "2026-11-20"),
+    );
+    assert!(a.counts_add_up() && b.counts_add_up());
+    assert_eq!(a.imported, b.imported);
+    let config = chat_archive(&firm, &["config"]);
+    let text = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        text.contains("[connectors.ice-uk]") && text.contains("ICE Chat UK"),
+        "{text}"
+    );
 }

@@ -263,7 +263,7 @@ fn check(mail: &BuiltMail, conv: &Conversation, per_day: bool) -> usize {
 
 fuzz_target!(|input: Input| {
     let mut config = if input.xip {
-        ConnectorConfig::ice().for_xip()
+        ConnectorConfig::xip()
     } else {
         ConnectorConfig::ice()
     };
