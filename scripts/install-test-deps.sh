@@ -27,10 +27,10 @@ if [ ! -x "$venv/bin/pip" ]; then
   python3 -m venv "$venv"
 fi
 # Pinned: a new release of a test tool must not change what the tests prove.
-want=("moto[server]==5.2.5" "cfn-lint==1.58.0" "cargo-lambda==1.9.2")
+want=("moto[server]==5.2.5" "cfn-lint==1.58.0" "cargo-lambda==1.9.2" "jsonschema==4.26.0")
 installed="$("$venv/bin/pip" freeze 2>/dev/null || true)"
 if ! grep -qx "moto==5.2.5" <<<"$installed" || ! grep -qx "cfn-lint==1.58.0" <<<"$installed" \
-  || ! grep -qx "cargo-lambda==1.9.2" <<<"$installed"; then
+  || ! grep -qx "cargo-lambda==1.9.2" <<<"$installed" || ! grep -qx "jsonschema==4.26.0" <<<"$installed"; then
   echo "Installing Python tools: ${want[*]}"
   "$venv/bin/pip" install -q "${want[@]}"
 fi

@@ -4,6 +4,7 @@ mod admin;
 mod demo;
 mod doctor;
 mod progress;
+mod rsmf;
 mod sftp;
 mod show;
 mod xip;
@@ -92,6 +93,12 @@ enum Command {
     /// The event ledger (which chat events each folder already holds).
     #[command(subcommand)]
     State(StateCommand),
+    /// Files for legal review tools (RSMF 2.0), from what the store holds.
+    #[command(subcommand)]
+    Export(rsmf::ExportCommand),
+    /// RSMF files: check them as a review platform's validator would.
+    #[command(subcommand)]
+    Rsmf(rsmf::RsmfCommand),
 }
 
 #[derive(Subcommand)]
@@ -231,6 +238,8 @@ async fn run_cli() -> anyhow::Result<()> {
         Command::ValidateConnection { json } => sftp::validate(&layout, json).await,
         Command::Xip(command) => xip::run(command),
         Command::Doctor { json } => doctor::run(&layout, json).await,
+        Command::Export(command) => rsmf::run_export(&layout, command).await,
+        Command::Rsmf(command) => rsmf::run_validate(command),
         Command::State(StateCommand::Rebuild { json }) => {
             let pipeline = Pipeline::local(&layout)?;
             for connector in &pipeline.connector_names() {

@@ -20,6 +20,30 @@ pub enum Granularity {
     Message,
 }
 
+/// What the archive makes of each conversation-day for the mailboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Output {
+    /// A mail with the transcript (text and HTML), files and the original.
+    #[default]
+    Mail,
+    /// The RSMF 2.0 file itself (valid RFC 5322), as review platforms read
+    /// it: at most 10,000 events each.
+    Rsmf,
+    /// The mail, with the RSMF file attached to it.
+    Both,
+}
+
+impl Output {
+    /// The most events one mail may carry.
+    pub fn max_events(self) -> usize {
+        match self {
+            Output::Mail => usize::MAX,
+            Output::Rsmf | Output::Both => crate::rsmf::MAX_EVENTS,
+        }
+    }
+}
+
 /// What a connector reads: it decides the default names and how its files
 /// are read (the dialect of a chat export is detected from the file itself).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +92,8 @@ pub struct ConnectorConfig {
     /// Mailbox folder the mail is imported into.
     pub folder: String,
     pub granularity: Granularity,
+    /// Mail, RSMF, or both (docs/rsmf.md).
+    pub output: Output,
     pub signature_policy: SignaturePolicy,
     /// Map participants by the addresses the export gives when the CSV does not.
     pub auto_mapping: bool,
@@ -142,6 +168,7 @@ impl ConnectorConfig {
             source_label: source_label.into(),
             folder: folder.into(),
             granularity: Granularity::ConversationDay,
+            output: Output::Mail,
             signature_policy: SignaturePolicy::Optional,
             auto_mapping: true,
             mapping_csv: format!("config/{name}/mapping.csv"),

@@ -175,12 +175,38 @@ pub fn plan_parts(
     ids: &[String],
     held: &HashSet<&str>,
 ) -> Vec<PlannedPart> {
+    plan_parts_of_at_most(
+        connector,
+        conversation_id,
+        day,
+        granularity,
+        events,
+        ids,
+        held,
+        usize::MAX,
+    )
+}
+
+/// [`plan_parts`], a conversation-day's new events split into mails of at
+/// most `max_events` (RSMF output: a review platform takes at most 10,000
+/// events a file); the parts after the first are continuations.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_parts_of_at_most(
+    connector: &str,
+    conversation_id: &str,
+    day: NaiveDate,
+    granularity: Granularity,
+    events: &[&ChatEvent],
+    ids: &[String],
+    held: &HashSet<&str>,
+    max_events: usize,
+) -> Vec<PlannedPart> {
     let first = held.is_empty();
     let new: Vec<usize> = (0..events.len())
         .filter(|&i| !held.contains(ids[i].as_str()))
         .collect();
     let day_text = day.to_string();
-    let whole = |events: Vec<usize>| {
+    let whole_as = |events: Vec<usize>, first: bool| {
         let item_id = if first {
             item_id(connector, &[conversation_id, &day_text])
         } else {
@@ -190,6 +216,7 @@ pub fn plan_parts(
         };
         PlannedPart { item_id, events }
     };
+    let whole = |events: Vec<usize>| whole_as(events, first);
     if new.is_empty() {
         // A conversation-day with no event at all is archived once, as a
         // mail of its own; after that there is nothing new to carry.
@@ -199,7 +226,11 @@ pub fn plan_parts(
         };
     }
     if granularity == Granularity::ConversationDay {
-        return vec![whole(new)];
+        return new
+            .chunks(max_events.max(1))
+            .enumerate()
+            .map(|(i, chunk)| whole_as(chunk.to_vec(), first && i == 0))
+            .collect();
     }
     let mut planned: Vec<PlannedPart> = Vec::new();
     let mut pending = Vec::new();

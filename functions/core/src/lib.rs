@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
+pub mod rsmf;
 pub mod stages;
 pub mod status;
 pub mod status_page;

@@ -1,8 +1,8 @@
 //! From chat to mail: splits a conversation into mails (per day or per
 //! message), renders transcripts, and builds RFC 5322 messages.
 
-mod headers;
-mod transcript;
+pub(crate) mod headers;
+pub(crate) mod transcript;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mail_builder::encoders::base64::base64_encode_mime;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::ConnectorConfig;
+use crate::config::Output;
 use crate::error::{Error, Result};
 use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
 
@@ -185,21 +186,39 @@ pub fn build_mail(
     active.sort();
     active.dedup();
 
-    let raw = render(
-        conversation,
-        config,
-        &slice,
-        &transcript,
-        &message_id,
-        internal_date,
-        lineage,
-    )
-    .map_err(|e| {
-        Error::io(
-            format!("building mail for conversation {}", conversation.id),
-            e,
+    let rsmf = match config.output {
+        Output::Mail => None,
+        Output::Rsmf | Output::Both => Some(rsmf_of(
+            conversation,
+            config,
+            &slice,
+            lineage,
+            &message_id,
+            &transcript,
+        )?),
+    };
+    let raw = match (config.output, rsmf) {
+        // The RSMF file is itself the mail (valid RFC 5322).
+        (Output::Rsmf, Some(rsmf)) => rsmf,
+        (_, rsmf) => render(
+            conversation,
+            config,
+            &slice,
+            &transcript,
+            Envelope {
+                message_id: &message_id,
+                internal_date,
+            },
+            lineage,
+            rsmf.as_deref(),
         )
-    })?;
+        .map_err(|e| {
+            Error::io(
+                format!("building mail for conversation {}", conversation.id),
+                e,
+            )
+        })?,
+    };
     Ok(BuiltMail {
         sidecar: MailSidecar {
             connector: config.name.clone(),
@@ -215,6 +234,40 @@ pub fn build_mail(
         },
         raw,
     })
+}
+
+/// The mail's identity and date, as its headers state them.
+#[derive(Clone, Copy)]
+struct Envelope<'a> {
+    message_id: &'a str,
+    internal_date: DateTime<Utc>,
+}
+
+/// The RSMF file of one mail's share of a conversation.
+fn rsmf_of(
+    conversation: &Conversation,
+    config: &ConnectorConfig,
+    slice: &MailPart<'_>,
+    lineage: &Lineage,
+    message_id: &str,
+    transcript: &transcript::Transcript<'_>,
+) -> Result<Vec<u8>> {
+    let part = slice.continues.as_ref().map_or(1, |c| c.part);
+    let rsmf_part = crate::rsmf::RsmfPart {
+        conversation,
+        day: slice.day,
+        events: slice.events.clone(),
+        event_ids: crate::ledger::event_ids(&conversation.id, &slice.events),
+        part,
+        parts: part,
+    };
+    let provenance = crate::rsmf::Provenance {
+        config,
+        lineage,
+        custodian: None,
+        message_id: Some(message_id),
+    };
+    crate::rsmf::build(&rsmf_part, &provenance, &transcript.text())
 }
 
 /// A file transfer as an attachment, byte for byte. mail-builder writes a
@@ -248,10 +301,14 @@ fn render(
     config: &ConnectorConfig,
     slice: &MailPart<'_>,
     transcript: &transcript::Transcript<'_>,
-    message_id: &str,
-    internal_date: DateTime<Utc>,
+    envelope: Envelope<'_>,
     lineage: &Lineage,
+    rsmf: Option<&[u8]>,
 ) -> std::io::Result<Vec<u8>> {
+    let Envelope {
+        message_id,
+        internal_date,
+    } = envelope;
     let sender = slice
         .events
         .iter()
@@ -356,6 +413,15 @@ fn render(
         MimePart::new(original_type, conversation.original_xml.as_slice())
             .attachment(original_name),
     );
+    if let Some(rsmf) = rsmf {
+        digest.update(rsmf);
+        let name = format!(
+            "{}-{}.rsmf",
+            headers::file_name(&conversation.id),
+            slice.day
+        );
+        attachments.push(MimePart::new("application/octet-stream", rsmf).attachment(name));
+    }
     let digest = hex::encode(&digest.finalize()[..12]);
     let alternative = MimePart::new(
         ContentType::new("multipart/alternative")

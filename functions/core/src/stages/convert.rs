@@ -606,7 +606,7 @@ impl Archivist {
             };
             let claim = |ledger: &mut Ledger| {
                 let held: HashSet<&str> = ledger.holders().into_keys().collect();
-                claimed = ledger::plan_parts(
+                claimed = ledger::plan_parts_of_at_most(
                     &config.name,
                     &conversation.id,
                     day,
@@ -614,6 +614,7 @@ impl Archivist {
                     &events,
                     &ids,
                     &held,
+                    config.output.max_events(),
                 );
                 if claimed.is_empty() {
                     return false;

@@ -1,0 +1,257 @@
+//! RSMF 2.0 for review tools, checked by readers this project did not write
+//! (Python's `email`, `zipfile`, and `jsonschema` against a schema written
+//! from the spec's rules, `tests/readers/rsmf_check.py`) and by its own
+//! validator (`chat-archive rsmf validate`): a day exported after it arrived
+//! in two files (every event once), a custodian's share, and a connector
+//! whose mailboxes receive RSMF instead of transcripts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chat_archive_core::crypto::SignaturePolicy;
+use integration_tests::local::Firm;
+use serde_json::Value;
+
+const JDOE: &str = "jdoe@acme.example";
+const ASMITH: &str = "asmith@acme.example";
+const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
+
+fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
+        .arg("--data-dir")
+        .arg(&firm.layout.data_dir)
+        .args(args)
+        .output()
+        .expect("chat-archive runs")
+}
+
+fn ok(firm: &Firm, args: &[&str]) -> String {
+    let output = chat_archive(firm, args);
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// What the independent reader makes of each file.
+fn read_back(files: &[PathBuf]) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("readers/rsmf_check.py");
+    let output = Command::new(integration_tests::moto::venv().join("bin/python"))
+        .arg(script)
+        .args(files)
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{output:?}");
+    let read: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    read.as_array().expect("a list").clone()
+}
+
+fn rsmf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rsmf"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn by_conversation<'a>(read: &'a [Value], id: &str) -> &'a Value {
+    read.iter()
+        .find(|r| r["manifest"]["conversations"][0]["id"] == id)
+        .unwrap_or_else(|| panic!("no RSMF of {id}"))
+}
+
+fn bodies(read: &Value) -> Vec<String> {
+    read["manifest"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["body"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The sample again, later, with one more message in the rates room: the
+/// day arrives in two files.
+fn late_file() -> String {
+    SAMPLE.replace(
+        r#"<Left ImId="zmuller7" Timestamp="2026-11-20T10:05:00Z"/>"#,
+        r#"<Message Id="m-13" ImId="jdoe1" Timestamp="2026-11-20T10:04:30Z" SenderEmail="jdoe@acme.example">Late add: 25 mio done.</Message>
+    <Left ImId="zmuller7" Timestamp="2026-11-20T10:05:00Z"/>"#,
+    )
+}
+
+#[test]
+fn a_day_that_came_in_two_files_exports_as_one_valid_rsmf_per_conversation() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    ok(&firm, &["run"]);
+    firm.drop_export("ACME_2026-11-20_late.xml.pgp", late_file().as_bytes(), true);
+    ok(&firm, &["run"]);
+
+    let out = firm.dir.path().join("export");
+    let printed = ok(
+        &firm,
+        &[
+            "export",
+            "rsmf",
+            "--day",
+            "2026-11-20",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(printed.contains("3 RSMF file(s)"), "{printed}");
+    let files = rsmf_files(&out);
+    assert_eq!(files.len(), 3, "one per conversation-day: {files:?}");
+    let args: Vec<&str> = ["rsmf", "validate"]
+        .into_iter()
+        .chain(files.iter().map(|f| f.to_str().unwrap()))
+        .collect();
+    let validated = ok(&firm, &args);
+    assert_eq!(validated.matches("VALID ").count(), 3, "{validated}");
+
+    let read = read_back(&files);
+    for file in &read {
+        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
+    }
+    // The rates room: every event once, the late message included, in order.
+    let room = by_conversation(&read, "c-1002");
+    let texts = bodies(room);
+    let late = texts
+        .iter()
+        .filter(|b| b.contains("Late add: 25 mio done."))
+        .count();
+    assert_eq!(late, 1, "{texts:#?}");
+    let greeting = texts
+        .iter()
+        .filter(|b| b.contains("Grüß dich John"))
+        .count();
+    assert_eq!(
+        greeting, 1,
+        "each event once though both files hold it: {texts:#?}"
+    );
+    let events = room["manifest"]["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for kind in ["disclaimer", "join", "leave", "message"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let times: Vec<&str> = events
+        .iter()
+        .map(|e| e["timestamp"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "in time order");
+    // The file transfer: in the zip, byte for byte as its size says.
+    let attachment = events
+        .iter()
+        .flat_map(|e| e["attachments"].as_array().into_iter().flatten())
+        .next()
+        .expect("the file transfer");
+    assert_eq!(attachment["display"], "levels.txt");
+    let id = attachment["id"].as_str().unwrap();
+    assert_eq!(room["files"][id], attachment["size"], "{room:#}");
+    // Unicode names, an external participant marked so, source fields
+    // under custom.
+    let participants = room["manifest"]["participants"].as_array().unwrap();
+    let zoe = participants
+        .iter()
+        .find(|p| p["id"] == "zmuller7")
+        .expect("Zoë");
+    assert_eq!(zoe["display"], "Zoë Müller");
+    assert!(zoe["custom"].to_string().contains("external"), "{zoe}");
+    let custom = room["manifest"]["conversations"][0]["custom"].to_string();
+    assert!(
+        custom.contains("Source SHA-256") && custom.contains("raw/ice/"),
+        "{custom}"
+    );
+    assert!(room["to"]
+        .as_str()
+        .unwrap()
+        .contains("zoe.mueller@globex.example"));
+    assert!(room["body"].as_str().unwrap().contains("Grüß dich John"));
+
+    // The load file lists each with its digest.
+    let load = std::fs::read_to_string(out.join("export.csv")).unwrap();
+    assert_eq!(load.lines().count(), 4, "{load}");
+    for file in &files {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let digest = integration_tests::hostile::sha256_hex(&std::fs::read(file).unwrap());
+        assert!(load.contains(name) && load.contains(&digest), "{load}");
+    }
+}
+
+#[test]
+fn a_custodians_export_holds_only_their_conversations_and_names_them() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    ok(&firm, &["run"]);
+    let out = firm.dir.path().join("asmith");
+    ok(
+        &firm,
+        &[
+            "export",
+            "rsmf",
+            "--since",
+            "2026-11-19",
+            "--until",
+            "2026-11-21",
+            "--custodian",
+            ASMITH,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let files = rsmf_files(&out);
+    let read = read_back(&files);
+    let ids: Vec<&str> = read
+        .iter()
+        .map(|r| r["manifest"]["conversations"][0]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!ids.contains(&"c-1002"), "not in the rates room: {ids:?}");
+    for file in &read {
+        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
+        assert_eq!(file["custodian"], ASMITH);
+        assert_eq!(file["manifest"]["conversations"][0]["custodian"], "asmith2");
+    }
+}
+
+#[test]
+fn a_connector_with_rsmf_output_puts_valid_rsmf_into_the_mailboxes() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    let settings = std::fs::read_to_string(firm.layout.settings()).unwrap();
+    let settings = settings.replacen("output = \"mail\"", "output = \"rsmf\"", 1);
+    assert!(settings.contains("output = \"rsmf\""), "{settings}");
+    std::fs::write(firm.layout.settings(), settings).unwrap();
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    ok(&firm, &["run"]);
+    let folder = chat_archive_core::adapters::MaildirSink::new(firm.layout.mailboxes())
+        .folder_dir(JDOE, "ICE Chat")
+        .unwrap();
+    let files: Vec<PathBuf> = ["cur", "new"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(folder.join(d)).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let read = read_back(&files);
+    for file in &read {
+        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
+    }
+    let args: Vec<&str> = ["rsmf", "validate"]
+        .into_iter()
+        .chain(files.iter().map(|f| f.to_str().unwrap()))
+        .collect();
+    ok(&firm, &args);
+    // A second run delivers nothing again.
+    ok(&firm, &["run"]);
+    let again = ["cur", "new"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(folder.join(d)).ok())
+        .flatten()
+        .count();
+    assert_eq!(again, 3);
+}
