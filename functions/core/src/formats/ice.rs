@@ -1373,9 +1373,10 @@ mod tests {
             texts(&conv),
             ["Axe in 5y EUR swaps, anyone?", "我们可以做 25 mio"]
         );
-        assert!(
-            matches!(&conv.events[3].kind, EventKind::Notice { text } if text.contains("ATT-6F2C-0001"))
-        );
+        assert!(matches!(
+            &conv.events[3].kind,
+            EventKind::Attachment(a) if a.file_id == "ATT-6F2C-0001" && a.file_name == "levels.xlsx"
+        ));
         assert_eq!(
             conv.events.last().map(|e| e.im_id.as_str()),
             Some("30999111")
