@@ -850,3 +850,50 @@ print(json.dumps(out))
     let names: Vec<&str> = without.connectors.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["ice", "xip"]);
 }
+
+/// The RSMF export as a manual event to the import function: files under
+/// `exports/` in the bucket, read back with boto3 and each valid.
+#[tokio::test]
+async fn an_rsmf_export_event_writes_valid_files_under_exports() {
+    let mut chain = Chain::new().await;
+    chain.run().await;
+    let response = chain
+        .invoke(Function::Import, event_file("export-rsmf.json"))
+        .await;
+    let prefix = "exports/ice/2026-11-20_2026-11-20/";
+    assert_eq!(response.written.len(), 4, "{:?}", response.written);
+    assert!(response.written.iter().all(|k| k.starts_with(prefix)));
+    assert!(response.written.contains(&format!("{prefix}export.csv")));
+    let files = chain.moto.boto(
+        r#"
+import base64
+listed = s3.list_objects_v2(Bucket=arg["bucket"], Prefix=arg["prefix"])["Contents"]
+out({o["Key"]: base64.b64encode(s3.get_object(Bucket=arg["bucket"], Key=o["Key"])["Body"].read()).decode()
+     for o in listed if o["Key"].endswith(".rsmf")})
+"#,
+        json!({"bucket": BUCKET, "prefix": prefix}),
+    );
+    let files = files.as_object().expect("a map");
+    assert_eq!(files.len(), 3, "{:?}", files.keys());
+    for (key, body) in files {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(body.as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            chat_archive_core::rsmf::validate::validate(&raw),
+            Vec::<String>::new(),
+            "{key}"
+        );
+    }
+    // A request of the wrong shape is refused by name.
+    let err = chain
+        .lambda
+        .handle(
+            Function::Import,
+            json!({"export_rsmf": {"dya": "2026-11-20"}}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("dya"), "{err}");
+}

@@ -255,3 +255,58 @@ fn a_connector_with_rsmf_output_puts_valid_rsmf_into_the_mailboxes() {
         .count();
     assert_eq!(again, 3);
 }
+
+#[test]
+fn with_both_outputs_the_mail_carries_its_rsmf_as_an_attachment() {
+    let firm = Firm::new(&[JDOE, ASMITH], SignaturePolicy::Required);
+    let settings = std::fs::read_to_string(firm.layout.settings()).unwrap();
+    std::fs::write(
+        firm.layout.settings(),
+        settings.replacen("output = \"mail\"", "output = \"both\"", 1),
+    )
+    .unwrap();
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    ok(&firm, &["run"]);
+    let mails = integration_tests::readback::read_folder(
+        &chat_archive_core::adapters::MaildirSink::new(firm.layout.mailboxes())
+            .folder_dir(JDOE, "ICE Chat")
+            .unwrap(),
+    );
+    assert_eq!(mails.len(), 3);
+    let dir = firm.dir.path().join("attached");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, mail) in mails.iter().enumerate() {
+        assert!(
+            mail.plain.contains("ICE Chat conversation"),
+            "the transcript stays"
+        );
+        let rsmf = mail
+            .attachments
+            .iter()
+            .find(|a| a.filename.as_deref().is_some_and(|f| f.ends_with(".rsmf")))
+            .unwrap_or_else(|| panic!("an .rsmf attachment: {mail:#?}"));
+        assert!(rsmf.size > 0);
+        // Out of the mail with mail-parser, then through both checkers.
+        let raw = std::fs::read(&mail.file).unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        let bytes = {
+            use mail_parser::MimeHeaders;
+            parsed
+                .attachments()
+                .find(|a| a.attachment_name().is_some_and(|n| n.ends_with(".rsmf")))
+                .map(|a| a.contents().to_vec())
+                .unwrap()
+        };
+        let path = dir.join(format!("{i}.rsmf"));
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let files = rsmf_files(&dir);
+    for file in read_back(&files) {
+        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
+    }
+    let args: Vec<&str> = ["rsmf", "validate"]
+        .into_iter()
+        .chain(files.iter().map(|f| f.to_str().unwrap()))
+        .collect();
+    ok(&firm, &args);
+}

@@ -35,3 +35,12 @@ fn fetch_events_parse_as_requests() {
     let schedule: FetchRequest = serde_json::from_slice(&read("schedule.json")).unwrap();
     assert_eq!(schedule, FetchRequest::default());
 }
+
+#[test]
+fn the_rsmf_export_event_names_a_day() {
+    let event: serde_json::Value = serde_json::from_slice(&read("export-rsmf.json")).unwrap();
+    assert_eq!(event["export_rsmf"]["day"], "2026-11-20");
+    let request: chat_archive_core::aws::RsmfExportRequest =
+        serde_json::from_value(event["export_rsmf"].clone()).expect("an export request");
+    assert!(request.day.is_some());
+}

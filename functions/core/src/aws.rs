@@ -420,6 +420,32 @@ pub struct StatusRequest {
     pub days: Vec<String>,
 }
 
+/// `{"export_rsmf": {...}}`, a manual event to the import function.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportEvent {
+    export_rsmf: RsmfExportRequest,
+}
+
+/// What to export as RSMF: one day, or a range; optionally one custodian,
+/// one conversation, one connector (default: the first).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RsmfExportRequest {
+    #[serde(default)]
+    pub day: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub since: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub until: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub custodian: Option<String>,
+    #[serde(default)]
+    pub conversation: Option<String>,
+    #[serde(default)]
+    pub connector: Option<String>,
+}
+
 /// What the import function is started by.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -463,6 +489,11 @@ impl Lambda {
                 let request = serde_json::from_value(event)
                     .map_err(|e| Error::Config(format!("status request: {e}")))?;
                 self.import(ImportEvent::Status(request)).await
+            }
+            Function::Import if event.get("export_rsmf").is_some() => {
+                let request: ExportEvent = serde_json::from_value(event)
+                    .map_err(|e| Error::Config(format!("export request: {e}")))?;
+                self.export_rsmf(request.export_rsmf).await
             }
             Function::Import => self.import(ImportEvent::S3(parse_s3_event(event)?)).await,
             Function::Decrypt | Function::Convert => {
@@ -527,6 +558,59 @@ impl Lambda {
             }
         }
         result
+    }
+
+    /// RSMF files for legal review, from the store into `exports/`
+    /// ([`crate::rsmf::export`]): the manual event
+    /// `{"export_rsmf": {"day": "2026-11-20"}}` to the import function.
+    pub async fn export_rsmf(&self, request: RsmfExportRequest) -> Result<Response> {
+        let (since, until) = match (request.day, request.since, request.until) {
+            (Some(day), None, None) => (day, day),
+            (None, Some(since), Some(until)) if since <= until => (since, until),
+            _ => {
+                return Err(Error::Config(
+                    "export request: give day, or since and until (since <= until)".into(),
+                ))
+            }
+        };
+        let ctx = match &request.connector {
+            Some(name) => self.pipeline.connector(name)?,
+            None => self.pipeline.ctx.clone(),
+        };
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::io("creating a temporary directory", e))?;
+        let export = crate::rsmf::export::ExportRequest {
+            since,
+            until,
+            custodian: request.custodian.clone(),
+            conversation: request.conversation.clone(),
+            out: dir.path().to_path_buf(),
+        };
+        let written = crate::rsmf::export::export(ctx.store.as_ref(), &ctx.config, &export).await?;
+        let mut prefix = format!("exports/{}/{since}_{until}", ctx.config.name);
+        if let Some(custodian) = &request.custodian {
+            prefix.push('_');
+            prefix.push_str(&custodian.replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '@' && c != '.',
+                "_",
+            ));
+        }
+        let mut response = Response::default();
+        let names = written
+            .iter()
+            .map(|w| w.file.clone())
+            .chain([crate::rsmf::export::LOAD_FILE.to_string()]);
+        for name in names {
+            let path = dir.path().join(&name);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let key = format!("{prefix}/{name}");
+            ctx.store.put_bytes(&key, bytes, &Metadata::new()).await?;
+            response.written.push(key);
+        }
+        tracing::info!(connector = %ctx.config.name, files = written.len(), %prefix, "RSMF export");
+        Ok(response)
     }
 
     pub async fn import(&self, event: ImportEvent) -> Result<Response> {
