@@ -114,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
     for entry in &verified.manifest.entries {
         assert!(paths.insert(entry.path.as_str()), "{} twice", entry.path);
     }
-    let config = ConnectorConfig::ice().for_xip();
+    let config = ConnectorConfig::xip();
     let _ = xip::read_items(path, "fuzz.xip", &verified, |item| {
         let day = item.start.map(|t| t.date_naive()).unwrap_or_default();
         build_mails(&item, &config, &Lineage::default(), day).expect("mails are built");
