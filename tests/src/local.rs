@@ -74,6 +74,24 @@ impl Firm {
             .expect("config.toml");
     }
 
+    /// Runs the operator's command (`bin`: the `chat-archive` binary, which
+    /// only a test target can name) on this firm's data directory.
+    pub fn run_cli(&self, bin: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin)
+            .arg("--data-dir")
+            .arg(&self.layout.data_dir)
+            .args(args)
+            .output()
+            .expect("chat-archive runs")
+    }
+
+    /// [`Firm::run_cli`], which must succeed; its standard output.
+    pub fn run_cli_ok(&self, bin: &str, args: &[&str]) -> String {
+        let output = self.run_cli(bin, args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+
     pub fn pipeline(&self) -> Pipeline {
         Pipeline::local(&self.layout).expect("pipeline")
     }

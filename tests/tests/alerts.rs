@@ -15,12 +15,7 @@ const JDOE: &str = "jdoe@acme.example";
 const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
 fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
-        .arg("--data-dir")
-        .arg(&firm.layout.data_dir)
-        .args(args)
-        .output()
-        .expect("chat-archive runs")
+    firm.run_cli(env!("CARGO_BIN_EXE_chat-archive-cli"), args)
 }
 
 fn alerts(output: &Output) -> Vec<String> {

@@ -21,12 +21,7 @@ const BLOOMBERG: &str = include_str!("../../examples/filedump/bloomberg-sample.x
 const BLOOMBERG_SIGNER: &str = "Bloomberg signer <signer@bloomberg.example>";
 
 fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
-        .arg("--data-dir")
-        .arg(&firm.layout.data_dir)
-        .args(args)
-        .output()
-        .expect("chat-archive runs")
+    firm.run_cli(env!("CARGO_BIN_EXE_chat-archive-cli"), args)
 }
 
 fn folder(firm: &Firm, mailbox: &str, folder: &str) -> Vec<ReadMail> {

@@ -15,18 +15,11 @@ const ASMITH: &str = "asmith@acme.example";
 const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
 fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
-        .arg("--data-dir")
-        .arg(&firm.layout.data_dir)
-        .args(args)
-        .output()
-        .expect("chat-archive runs")
+    firm.run_cli(env!("CARGO_BIN_EXE_chat-archive-cli"), args)
 }
 
 fn ok(firm: &Firm, args: &[&str]) -> String {
-    let output = chat_archive(firm, args);
-    assert!(output.status.success(), "{args:?}: {output:?}");
-    String::from_utf8(output.stdout).expect("utf-8")
+    firm.run_cli_ok(env!("CARGO_BIN_EXE_chat-archive-cli"), args)
 }
 
 fn ice_folder(firm: &Firm, mailbox: &str) -> std::path::PathBuf {

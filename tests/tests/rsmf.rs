@@ -6,7 +6,7 @@
 //! whose mailboxes receive RSMF instead of transcripts.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use chat_archive_core::crypto::SignaturePolicy;
 use integration_tests::local::Firm;
@@ -16,19 +16,8 @@ const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
 const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
-fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
-        .arg("--data-dir")
-        .arg(&firm.layout.data_dir)
-        .args(args)
-        .output()
-        .expect("chat-archive runs")
-}
-
 fn ok(firm: &Firm, args: &[&str]) -> String {
-    let output = chat_archive(firm, args);
-    assert!(output.status.success(), "{args:?}: {output:?}");
-    String::from_utf8(output.stdout).expect("utf-8")
+    firm.run_cli_ok(env!("CARGO_BIN_EXE_chat-archive-cli"), args)
 }
 
 /// What the independent reader makes of each file.

@@ -158,28 +158,12 @@ pub async fn status(layout: &LocalLayout, day: Option<&str>, json: bool) -> anyh
 
 /// Writes the status page of every connector (see `status_page`).
 pub async fn status_page(layout: &LocalLayout, file: &std::path::Path) -> anyhow::Result<()> {
-    use chat_archive_core::status_page;
     let pipeline = Pipeline::local(layout)?;
-    let store = pipeline.ctx.store.as_ref();
-    let names = pipeline.connector_names();
-    let mut pages = Vec::new();
-    for connector in &names {
-        pages.push(status_page::connector_page(store, connector).await?);
-    }
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let quarantine = status_page::quarantined(store, &names).await?;
     let reports = std::path::absolute(layout.store().join("reports"))
         .unwrap_or_else(|_| layout.store().join("reports"));
-    let now = chrono::Utc::now();
-    let alerts = pipeline.alerts(now, true).await?;
-    let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
-    let html = status_page::render(
-        &pages,
-        &quarantine,
-        &alerts,
-        &reports.to_string_lossy(),
-        &generated,
-    );
+    let (html, _) = pipeline
+        .status_page(&reports.to_string_lossy(), true)
+        .await?;
     std::fs::write(file, html).with_context(|| format!("writing {}", file.display()))?;
     println!("Status page: {}", file.display());
     Ok(())

@@ -752,22 +752,12 @@ pub async fn rebuild_status(
 /// The status page beside the logs (`reports/index.html`), linking to them;
 /// returns the alerts it shows.
 async fn write_status_page(pipeline: &Pipeline) -> Result<Vec<crate::alerts::Alert>> {
-    use crate::status_page;
-    let store = pipeline.ctx.store.as_ref();
-    let names = pipeline.connector_names();
-    let mut pages = Vec::new();
-    for connector in &names {
-        pages.push(status_page::connector_page(store, connector).await?);
-    }
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let quarantine = status_page::quarantined(store, &names).await?;
-    let now = chrono::Utc::now();
     // The import function does not reach the SFTP site: the fetch function
     // reports files left there.
-    let alerts = pipeline.alerts(now, false).await?;
-    let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
-    let html = status_page::render(&pages, &quarantine, &alerts, ".", &generated);
-    store
+    let (html, alerts) = pipeline.status_page(".", false).await?;
+    pipeline
+        .ctx
+        .store
         .put_bytes(
             STATUS_PAGE,
             html.into_bytes(),

@@ -181,6 +181,31 @@ impl Pipeline {
         Ok(alerts)
     }
 
+    /// The status page of every connector (one self-contained HTML page,
+    /// [`crate::status_page`]), its links to the logs relative to
+    /// `reports_link`, and the alerts it shows (sources listed when
+    /// `list_sources`).
+    pub async fn status_page(
+        &self,
+        reports_link: &str,
+        list_sources: bool,
+    ) -> Result<(String, Vec<crate::alerts::Alert>)> {
+        use crate::status_page;
+        let store = self.ctx.store.as_ref();
+        let names = self.connector_names();
+        let mut pages = Vec::new();
+        for connector in &names {
+            pages.push(status_page::connector_page(store, connector).await?);
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let quarantine = status_page::quarantined(store, &names).await?;
+        let now = chrono::Utc::now();
+        let alerts = self.alerts(now, list_sources).await?;
+        let generated = now.format("%Y-%m-%d %H:%M UTC").to_string();
+        let html = status_page::render(&pages, &quarantine, &alerts, reports_link, &generated);
+        Ok((html, alerts))
+    }
+
     /// The decryption and signature keys of the connector an object key
     /// belongs to.
     pub async fn decrypt_keys(&self, key: &str) -> Result<Arc<DecryptKeys>> {
