@@ -17,6 +17,14 @@ pub const FIRM_UID: &str = "ACME archive <archive@acme.example>";
 pub const FIRM_PASSPHRASE: &str = "correct horse battery staple";
 pub const SIGNER_UID: &str = "ICE signer <signer@ice.example>";
 
+/// Writes a secrets file as an operator would make it: readable by its
+/// owner only (the archive refuses any other).
+pub fn write_secrets_file(path: &Path, json: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, json).expect("secrets file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 pub struct Firm {
     pub dir: tempfile::TempDir,
     pub layout: LocalLayout,
@@ -55,11 +63,10 @@ impl Firm {
             ),
         ]);
         std::fs::create_dir_all(&firm.layout.data_dir).expect("data dir");
-        std::fs::write(
-            firm.layout.secrets(),
-            serde_json::to_vec(&BTreeMap::from([("ice", secrets)])).expect("json"),
-        )
-        .expect("secrets file");
+        write_secrets_file(
+            &firm.layout.secrets(),
+            &serde_json::to_vec(&BTreeMap::from([("ice", secrets)])).expect("json"),
+        );
         let sink = MaildirSink::new(firm.layout.mailboxes());
         for mailbox in mailboxes {
             sink.create_mailbox(mailbox).expect("mailbox");

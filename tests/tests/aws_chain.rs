@@ -897,3 +897,127 @@ out({o["Key"]: base64.b64encode(s3.get_object(Bucket=arg["bucket"], Key=o["Key"]
         .unwrap_err();
     assert!(err.to_string().contains("dya"), "{err}");
 }
+
+/// Least privilege, read off the template by cfn-lint's own YAML decoder
+/// (`tests/readers/template_policies.py`): each function's role writes only
+/// under the prefixes its stage writes, no wildcard action, only decrypt,
+/// fetch and import read the secret, and the bucket refuses public access
+/// and plain HTTP.
+#[test]
+fn each_functions_role_names_only_what_its_stage_needs() {
+    let output = Command::new(moto::venv().join("bin/python"))
+        .arg(moto::repo_root().join("tests/readers/template_policies.py"))
+        .arg(moto::repo_root().join("infra/template.yaml"))
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{output:?}");
+    let read: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let writes = |role: &str| -> Vec<String> {
+        read["roles"][role]
+            .as_array()
+            .unwrap_or_else(|| panic!("no role {role}"))
+            .iter()
+            .filter(|s| {
+                s["actions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == "s3:PutObject" || a == "s3:DeleteObject")
+            })
+            .flat_map(|s| s["resources"].as_array().unwrap().clone())
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+    let only_under = |role: &str, allowed: &[&str]| {
+        for key in writes(role) {
+            let path = key.strip_prefix("BUCKET/").unwrap_or(&key);
+            assert!(
+                allowed.iter().any(|prefix| {
+                    let mut parts = prefix.split("{c}");
+                    let (head, tail) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+                    path.starts_with(head)
+                        && (prefix
+                            .contains("{c}")
+                            .then(|| {
+                                path[head.len()..]
+                                    .split_once('/')
+                                    .is_some_and(|(_, rest)| format!("/{rest}").starts_with(tail))
+                            })
+                            .unwrap_or(true))
+                }),
+                "{role} may write {path}, outside {allowed:?}"
+            );
+        }
+    };
+    only_under("FetchRole", &["raw/", "state/{c}/checkpoint.json"]);
+    only_under(
+        "DecryptRole",
+        &[
+            "plain/",
+            "quarantine/raw/",
+            "reports/",
+            "state/{c}/status-dirty/",
+        ],
+    );
+    only_under(
+        "ConvertRole",
+        &[
+            "mail/",
+            "quarantine/plain/",
+            "reports/",
+            "state/{c}/status-dirty/",
+            "state/{c}/events/",
+            "state/{c}/attachments-wait/",
+        ],
+    );
+    only_under(
+        "ImportRole",
+        &["reports/", "state/{c}/status-dirty/", "exports/"],
+    );
+    // Only fetch writes what arrives; only convert writes the event ledger.
+    let writes_under = |role: &str, prefix: &str| {
+        writes(role)
+            .iter()
+            .any(|k| k.starts_with(&format!("BUCKET/{prefix}")))
+    };
+    assert!(writes_under("FetchRole", "raw/"));
+    for role in ["DecryptRole", "ConvertRole", "ImportRole"] {
+        assert!(!writes_under(role, "raw/"), "{role}");
+    }
+    assert!(writes("ConvertRole")
+        .iter()
+        .any(|k| k.ends_with("/events/*")));
+    for role in ["FetchRole", "DecryptRole", "ImportRole"] {
+        assert!(
+            !writes(role).iter().any(|k| k.ends_with("/events/*")),
+            "{role}"
+        );
+    }
+    for (role, statements) in read["roles"].as_object().unwrap() {
+        for statement in statements.as_array().unwrap() {
+            for action in statement["actions"].as_array().unwrap() {
+                let action = action.as_str().unwrap();
+                assert!(!action.contains('*'), "{role}: wildcard action {action}");
+            }
+            for resource in statement["resources"].as_array().unwrap() {
+                assert_ne!(resource, "*", "{role}: every resource");
+            }
+        }
+        let reads_secret = statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["actions"].to_string().contains("secretsmanager:"));
+        let expected = matches!(role.as_str(), "FetchRole" | "DecryptRole" | "ImportRole");
+        assert_eq!(reads_secret, expected, "{role} and the secret");
+    }
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(read["public_access_block"][setting], true, "{setting}");
+    }
+    assert_eq!(read["denies_plain_http"], true);
+}

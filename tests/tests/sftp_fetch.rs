@@ -114,11 +114,10 @@ impl Local {
             .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
             .collect();
         let _ = std::fs::remove_file(self.layout.secrets());
-        std::fs::write(
-            self.layout.secrets(),
-            serde_json::to_vec(&BTreeMap::from([("ice", fields)])).expect("json"),
-        )
-        .expect("secrets.json");
+        integration_tests::local::write_secrets_file(
+            &self.layout.secrets(),
+            &serde_json::to_vec(&BTreeMap::from([("ice", fields)])).expect("json"),
+        );
     }
 
     fn pipeline(&self) -> Pipeline {

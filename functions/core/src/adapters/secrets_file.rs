@@ -32,7 +32,7 @@ impl SecretsFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileContent::new()),
             Err(e) => return Err(Error::io(format!("reading {}", self.path.display()), e)),
         };
-        warn_if_readable_by_others(&self.path);
+        refuse_if_readable_by_others(&self.path)?;
         // serde_json's message names line and column only, never the content.
         serde_json::from_slice(&bytes).map_err(|e| Error::Secret {
             secret: self.path.display().to_string(),
@@ -71,18 +71,32 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
+/// A secrets file others may read is refused: it holds the firm's private
+/// keys and passwords.
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+fn refuse_if_readable_by_others(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(file = %path.display(), "secrets file is readable by group or others; chmod 600 it");
-        }
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Secret {
+            secret: path.display().to_string(),
+            problem: format!(
+                "mode {:o} lets group or others read the firm's keys; run: chmod 600 {}",
+                mode & 0o777,
+                path.display()
+            ),
+        });
     }
+    Ok(())
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_: &Path) {}
+fn refuse_if_readable_by_others(_: &Path) -> Result<()> {
+    Ok(())
+}
 
 #[async_trait]
 impl SecretStore for SecretsFile {
@@ -140,5 +154,24 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(store.load("xip").await.is_err());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_secrets_file_others_may_read_is_refused_by_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        std::fs::write(&path, r#"{"ice": {"pgp_passphrase": "hunter2"}}"#).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SecretsFile::new(&path);
+        let err = store.load("ice").await.unwrap_err().to_string();
+        assert!(
+            err.contains("secrets.json") && err.contains("644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(store.load("ice").await.is_ok());
     }
 }
