@@ -928,23 +928,19 @@ fn each_functions_role_names_only_what_its_stage_needs() {
             .map(|r| r.as_str().unwrap().to_string())
             .collect()
     };
+    // `{c}` stands for any one connector's name.
+    let under = |path: &str, prefix: &str| match prefix.split_once("{c}") {
+        None => path.starts_with(prefix),
+        Some((head, tail)) => path.strip_prefix(head).is_some_and(|rest| {
+            rest.split_once('/')
+                .is_some_and(|(_, after)| format!("/{after}").starts_with(tail))
+        }),
+    };
     let only_under = |role: &str, allowed: &[&str]| {
         for key in writes(role) {
             let path = key.strip_prefix("BUCKET/").unwrap_or(&key);
             assert!(
-                allowed.iter().any(|prefix| {
-                    let mut parts = prefix.split("{c}");
-                    let (head, tail) = (parts.next().unwrap(), parts.next().unwrap_or(""));
-                    path.starts_with(head)
-                        && (prefix
-                            .contains("{c}")
-                            .then(|| {
-                                path[head.len()..]
-                                    .split_once('/')
-                                    .is_some_and(|(_, rest)| format!("/{rest}").starts_with(tail))
-                            })
-                            .unwrap_or(true))
-                }),
+                allowed.iter().any(|prefix| under(path, prefix)),
                 "{role} may write {path}, outside {allowed:?}"
             );
         }
