@@ -40,6 +40,27 @@ struct StoredMeta {
     size: u64,
     sha256: String,
     metadata: Metadata,
+    /// The body file this metadata was written for (its inode: a rename
+    /// keeps it). A body renamed in after its metadata is committed as one
+    /// step only in the eyes of a reader that checks this: a writer killed
+    /// between the two renames leaves an old body under new metadata, which
+    /// the reader sees and repairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_id: Option<u64>,
+}
+
+/// The identity of a body file (its inode), where the platform has one.
+fn body_id(meta: &std::fs::Metadata) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 impl LocalStore {
@@ -70,8 +91,24 @@ impl LocalStore {
             return Ok(None);
         }
         let meta = match tokio::fs::read(self.meta_path(key)).await {
-            Ok(meta) => serde_json::from_slice(&meta)
-                .map_err(|e| Error::store(key, format!("metadata corrupt: {e}")))?,
+            Ok(meta) => {
+                let meta: StoredMeta = serde_json::from_slice(&meta)
+                    .map_err(|e| Error::store(key, format!("metadata corrupt: {e}")))?;
+                let on_disk = tokio::fs::metadata(&body)
+                    .await
+                    .map_err(|e| Error::store(key, e))?;
+                match meta.body_id.is_some() && meta.body_id != body_id(&on_disk) {
+                    false => meta,
+                    true => {
+                        tracing::warn!(
+                            key,
+                            "metadata written for a body that never landed (a writer stopped \
+                             between the two): described again from the body in place"
+                        );
+                        self.describe_placed_by_hand(key, &body).await?
+                    }
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.describe_placed_by_hand(key, &body).await?
             }
@@ -109,6 +146,7 @@ impl LocalStore {
             size,
             sha256: hex::encode(hasher.finalize()),
             metadata: Metadata::new(),
+            body_id: file.metadata().await.ok().and_then(|m| body_id(&m)),
         };
         self.write_meta(key, &meta).await?;
         tracing::info!(key, size, "object placed by hand: metadata computed");
@@ -255,10 +293,14 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
         let target = self.path_of(key)?;
         let (tmp, size, sha256) = self.write_temp(key, body).await?;
+        let written = tokio::fs::metadata(&tmp)
+            .await
+            .map_err(|e| Error::store(key, e))?;
         let meta = StoredMeta {
             size,
             sha256: sha256.clone(),
             metadata: metadata.clone(),
+            body_id: body_id(&written),
         };
         if let Some(dir) = target.parent() {
             create_dir_all(dir).await?;
@@ -362,6 +404,51 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer stopped between its metadata and its body leaves new
+    /// metadata over the old body: the reader sees it and describes the body
+    /// that is there, never the one that did not land.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn metadata_of_a_body_that_never_landed_is_repaired_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let old = store
+            .put_bytes(
+                "config/ice/mapping.csv",
+                b"old body".to_vec(),
+                &Metadata::new(),
+            )
+            .await
+            .unwrap();
+        // The new version's metadata, as the interrupted put had renamed it
+        // into place (made by a put elsewhere, then moved over).
+        store
+            .put_bytes(
+                "config/ice/other.csv",
+                b"the new, longer body".to_vec(),
+                &Metadata::new(),
+            )
+            .await
+            .unwrap();
+        std::fs::rename(
+            store.meta_path("config/ice/other.csv"),
+            store.meta_path("config/ice/mapping.csv"),
+        )
+        .unwrap();
+        let seen = store.head("config/ice/mapping.csv").await.unwrap().unwrap();
+        assert_eq!(
+            (seen.size, seen.sha256.as_str()),
+            (old.size, old.sha256.as_str())
+        );
+        assert_eq!(
+            store.get_bytes("config/ice/mapping.csv").await.unwrap(),
+            b"old body"
+        );
+        // Repaired once: the metadata now names this body.
+        let again = store.head("config/ice/mapping.csv").await.unwrap().unwrap();
+        assert_eq!(again.sha256, old.sha256);
+    }
 
     #[tokio::test]
     async fn put_get_list_delete_round_trip() {
