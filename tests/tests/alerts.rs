@@ -25,6 +25,13 @@ fn alerts(output: &Output) -> Vec<String> {
         .collect()
 }
 
+/// The signer's public key in `key`, set by command.
+fn set_signer_key(firm: &Firm, key: &std::path::Path) {
+    let key = key.to_str().unwrap();
+    let set = chat_archive(firm, &["secret", "set", "signer_public_key", "--file", key]);
+    assert!(set.status.success(), "{set:?}");
+}
+
 fn config(configure: impl FnOnce(&mut ConnectorConfig)) -> ConnectorConfig {
     let mut config = ConnectorConfig::ice();
     config.firm_domains = vec!["acme.example".into()];
@@ -69,17 +76,7 @@ fn a_day_without_a_file_an_expiring_key_and_old_quarantine_fail_a_strict_run() {
         .generate_signer_expiring("Short signer <short@ice.example>", "20d");
     let key = firm.dir.path().join("short-signer.asc");
     std::fs::write(&key, firm.gpg.export_public("short@ice.example")).unwrap();
-    let set = chat_archive(
-        &firm,
-        &[
-            "secret",
-            "set",
-            "signer_public_key",
-            "--file",
-            key.to_str().unwrap(),
-        ],
-    );
-    assert!(set.status.success(), "{set:?}");
+    set_signer_key(&firm, &key);
     // A file signed by the old signer: quarantined, since the key changed.
     firm.drop_export("ACME_2026-11-23.xml.pgp", b"<IceChatExport", true);
 
@@ -133,17 +130,7 @@ fn a_day_without_a_file_an_expiring_key_and_old_quarantine_fail_a_strict_run() {
         .generate_signer_expiring("Past signer <past@ice.example>", "seconds=1");
     std::thread::sleep(std::time::Duration::from_secs(2));
     std::fs::write(&key, firm.gpg.export_public("past@ice.example")).unwrap();
-    let set = chat_archive(
-        &firm,
-        &[
-            "secret",
-            "set",
-            "signer_public_key",
-            "--file",
-            key.to_str().unwrap(),
-        ],
-    );
-    assert!(set.status.success(), "{set:?}");
+    set_signer_key(&firm, &key);
     let doctor = chat_archive(&firm, &["doctor"]);
     let out = String::from_utf8_lossy(&doctor.stdout).into_owned();
     assert!(!doctor.status.success(), "{out}");

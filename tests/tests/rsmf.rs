@@ -33,6 +33,26 @@ fn read_back(files: &[PathBuf]) -> Vec<Value> {
     read.as_array().expect("a list").clone()
 }
 
+/// Every file valid for both checkers (ours, `chat-archive rsmf validate`,
+/// and the independent reader); what the reader made of each.
+fn assert_valid(firm: &Firm, files: &[PathBuf]) -> Vec<Value> {
+    let read = read_back(files);
+    for file in &read {
+        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
+    }
+    let args: Vec<&str> = ["rsmf", "validate"]
+        .into_iter()
+        .chain(files.iter().map(|f| f.to_str().unwrap()))
+        .collect();
+    let validated = ok(firm, &args);
+    assert_eq!(
+        validated.matches("VALID ").count(),
+        files.len(),
+        "{validated}"
+    );
+    read
+}
+
 fn rsmf_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -92,17 +112,7 @@ fn a_day_that_came_in_two_files_exports_as_one_valid_rsmf_per_conversation() {
     assert!(printed.contains("3 RSMF file(s)"), "{printed}");
     let files = rsmf_files(&out);
     assert_eq!(files.len(), 3, "one per conversation-day: {files:?}");
-    let args: Vec<&str> = ["rsmf", "validate"]
-        .into_iter()
-        .chain(files.iter().map(|f| f.to_str().unwrap()))
-        .collect();
-    let validated = ok(&firm, &args);
-    assert_eq!(validated.matches("VALID ").count(), 3, "{validated}");
-
-    let read = read_back(&files);
-    for file in &read {
-        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
-    }
+    let read = assert_valid(&firm, &files);
     // The rates room: every event once, the late message included, in order.
     let room = by_conversation(&read, "c-1002");
     let texts = bodies(room);
@@ -191,8 +201,7 @@ fn a_custodians_export_holds_only_their_conversations_and_names_them() {
             out.to_str().unwrap(),
         ],
     );
-    let files = rsmf_files(&out);
-    let read = read_back(&files);
+    let read = assert_valid(&firm, &rsmf_files(&out));
     let ids: Vec<&str> = read
         .iter()
         .map(|r| r["manifest"]["conversations"][0]["id"].as_str().unwrap())
@@ -226,15 +235,7 @@ fn a_connector_with_rsmf_output_puts_valid_rsmf_into_the_mailboxes() {
         .map(|e| e.path())
         .collect();
     assert_eq!(files.len(), 3, "{files:?}");
-    let read = read_back(&files);
-    for file in &read {
-        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
-    }
-    let args: Vec<&str> = ["rsmf", "validate"]
-        .into_iter()
-        .chain(files.iter().map(|f| f.to_str().unwrap()))
-        .collect();
-    ok(&firm, &args);
+    assert_valid(&firm, &files);
     // A second run delivers nothing again.
     ok(&firm, &["run"]);
     let again = ["cur", "new"]
@@ -289,13 +290,5 @@ fn with_both_outputs_the_mail_carries_its_rsmf_as_an_attachment() {
         let path = dir.join(format!("{i}.rsmf"));
         std::fs::write(&path, bytes).unwrap();
     }
-    let files = rsmf_files(&dir);
-    for file in read_back(&files) {
-        assert_eq!(file["problems"], serde_json::json!([]), "{file:#}");
-    }
-    let args: Vec<&str> = ["rsmf", "validate"]
-        .into_iter()
-        .chain(files.iter().map(|f| f.to_str().unwrap()))
-        .collect();
-    ok(&firm, &args);
+    assert_valid(&firm, &rsmf_files(&dir));
 }

@@ -160,8 +160,9 @@ pub async fn invoke_s3(
             "{function:?} is not started by S3 events"
         )));
     };
-    for key in object_keys(event)? {
-        if Stage::for_key(&key) != Some(stage) {
+    let keys_of_event = object_keys(event)?;
+    for key in &keys_of_event {
+        if Stage::for_key(key) != Some(stage) {
             return Err(Error::Config(format!(
                 "{function:?} does not consume {key:?}"
             )));
@@ -169,7 +170,7 @@ pub async fn invoke_s3(
     }
     // The objects of one event belong to one connector: its keys, its
     // mapping.
-    let first = object_keys(event)?.into_iter().next().unwrap_or_default();
+    let first = keys_of_event.first().cloned().unwrap_or_default();
     let ctx = pipeline.ctx.serving(&pipeline.ctx.for_key(&first));
     let keys = match stage {
         Stage::Decrypt => Some(pipeline.decrypt_keys(&first).await?),
@@ -182,8 +183,8 @@ pub async fn invoke_s3(
     let mut mapper = Mapper::new(&ctx.config, &table, pipeline.sink.as_ref());
     let mut response = Response::default();
     if stage == Stage::Decrypt {
-        for key in object_keys(event)? {
-            let day = status::day_label(status::day_from_file_name(&key));
+        for key in &keys_of_event {
+            let day = status::day_label(status::day_from_file_name(key));
             response.days.insert(day);
         }
     }

@@ -166,32 +166,11 @@ pub struct PlannedPart {
 /// continuation's id derives from the events it carries). Message
 /// granularity: one mail per message or file transfer; joins, leaves and
 /// disclaimers ride with the next one (trailing ones with the last).
-pub fn plan_parts(
-    connector: &str,
-    conversation_id: &str,
-    day: NaiveDate,
-    granularity: Granularity,
-    events: &[&ChatEvent],
-    ids: &[String],
-    held: &HashSet<&str>,
-) -> Vec<PlannedPart> {
-    plan_parts_of_at_most(
-        connector,
-        conversation_id,
-        day,
-        granularity,
-        events,
-        ids,
-        held,
-        usize::MAX,
-    )
-}
-
-/// [`plan_parts`], a conversation-day's new events split into mails of at
-/// most `max_events` (RSMF output: a review platform takes at most 10,000
-/// events a file); the parts after the first are continuations.
+/// With conversation-day granularity the new events are split into mails
+/// of at most `max_events` (RSMF output: a review platform takes at most
+/// 10,000 events a file); the parts after the first are continuations.
 #[allow(clippy::too_many_arguments)]
-pub fn plan_parts_of_at_most(
+pub fn plan_parts(
     connector: &str,
     conversation_id: &str,
     day: NaiveDate,
@@ -475,21 +454,39 @@ mod tests {
         let refs: Vec<&ChatEvent> = events.iter().collect();
         let ids = event_ids("c", &refs);
         let by_day = Granularity::ConversationDay;
-        let first = plan_parts("ice", "c", day, by_day, &refs, &ids, &HashSet::new());
+        let first = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &HashSet::new(),
+            usize::MAX,
+        );
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].events, vec![0, 1, 2]);
         assert_eq!(first[0].item_id, item_id("ice", &["c", "2026-11-20"]));
 
         let held: HashSet<&str> = ids[..2].iter().map(String::as_str).collect();
-        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held);
+        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held, usize::MAX);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].events, vec![2]);
         assert_ne!(next[0].item_id, first[0].item_id);
 
         let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all).is_empty());
+        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all, usize::MAX).is_empty());
 
-        let per_message = plan_parts("ice", "c", day, Granularity::Message, &refs, &ids, &held);
+        let per_message = plan_parts(
+            "ice",
+            "c",
+            day,
+            Granularity::Message,
+            &refs,
+            &ids,
+            &held,
+            usize::MAX,
+        );
         assert_eq!(per_message.len(), 1);
         assert_eq!(
             per_message[0].item_id,

@@ -606,7 +606,7 @@ impl Archivist {
             };
             let claim = |ledger: &mut Ledger| {
                 let held: HashSet<&str> = ledger.holders().into_keys().collect();
-                claimed = ledger::plan_parts_of_at_most(
+                claimed = ledger::plan_parts(
                     &config.name,
                     &conversation.id,
                     day,
