@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{build, parts, Provenance};
+use super::{build_from, parts, Provenance};
 use crate::config::{ConnectorConfig, ConnectorKind};
 use crate::error::{Error, Result};
 use crate::formats::ice::IceReader;
@@ -229,8 +229,8 @@ fn write_day(
             disclaimer: &config.disclaimer,
             continues: None,
         };
-        let raw = build(&part, &provenance, &transcript.text())?;
         let (manifest, files) = super::manifest(&part, &provenance);
+        let raw = build_from(&part, &provenance, &manifest, &files, &transcript.text())?;
         let digest = hex::encode(Sha256::digest(&raw));
         let file = format!(
             "{}-{day}-{}-{}.rsmf",

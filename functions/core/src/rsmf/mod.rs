@@ -324,7 +324,18 @@ pub fn manifest<'a>(
 /// transcript as text body, `rsmf.zip` as its one attachment.
 pub fn build(part: &RsmfPart<'_>, provenance: &Provenance<'_>, text_body: &str) -> Result<Vec<u8>> {
     let (manifest, files) = manifest(part, provenance);
-    let zip = zip_of(&manifest, &files)
+    build_from(part, provenance, &manifest, &files, text_body)
+}
+
+/// [`build`] with the part's manifest and files already made.
+pub fn build_from(
+    part: &RsmfPart<'_>,
+    provenance: &Provenance<'_>,
+    manifest: &Manifest,
+    files: &[(String, &[u8])],
+    text_body: &str,
+) -> Result<Vec<u8>> {
+    let zip = zip_of(manifest, files)
         .map_err(|e| Error::io(format!("building rsmf.zip of {}", part.conversation.id), e))?;
     let conversation = part.conversation;
     let config = provenance.config;
