@@ -104,6 +104,7 @@ impl Moto {
             region: Some(REGION.into()),
             static_credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
             force_path_style: true,
+            timeouts: Default::default(),
         }
     }
 

@@ -313,7 +313,7 @@ mod s3 {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use chat_archive_core::aws::Lambda;
+    use chat_archive_core::aws::{Lambda, SdkOptions, SdkTimeouts};
     use chat_archive_core::function::{Function, Response};
     use integration_tests::faults::{signal, Relay, Resume};
     use integration_tests::lambda_chain::{
@@ -385,7 +385,22 @@ mod s3 {
             &self,
             hook: impl Fn(Call<'_>) + Send + Sync + 'static,
         ) -> Lambda {
-            let mut lambda = self.lambda().await;
+            self.lambda_with_limits_and_hook(SdkTimeouts::default(), hook)
+                .await
+        }
+
+        /// The same, its S3 and Secrets Manager calls under `timeouts`.
+        async fn lambda_with_limits_and_hook(
+            &self,
+            timeouts: SdkTimeouts,
+            hook: impl Fn(Call<'_>) + Send + Sync + 'static,
+        ) -> Lambda {
+            let endpoint = self.relay.lock().expect("relay lock").endpoint();
+            let sdk = SdkOptions {
+                timeouts,
+                ..chain::sdk_via(&self.moto, endpoint)
+            };
+            let mut lambda = chain::lambda(sdk, &self.firm, &self.kms_key).await;
             lambda.pipeline.ctx.store =
                 Arc::new(HookStore::new(lambda.pipeline.ctx.store.clone(), hook));
             lambda
@@ -628,32 +643,48 @@ mod s3 {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn s3_hanging_mid_convert_until_the_function_times_out_then_a_redelivery_completes() {
+    async fn s3_hanging_mid_convert_fails_the_call_at_its_limit_then_a_redelivery_completes() {
         let chain = S3Chain::new();
         let lambda = chain.lambda().await;
         let plain_event = chain.fetch_and_decrypt(&lambda).await.remove(0);
 
         // moto is stopped with SIGSTOP as convert begins writing the 4th
         // mail: connections are still accepted by the kernel, nothing
-        // answers. The function is abandoned at its timeout, as Lambda
-        // abandons it, with that write in flight.
+        // answers. The function's own call limit (2 s per attempt here)
+        // ends the call with a retryable store error naming the object,
+        // long before a Lambda timeout would.
         let pid = chain.moto.pid().expect("moto PID");
         let _resume_even_on_failure = Resume(pid);
+        let short = SdkTimeouts {
+            connect: Duration::from_secs(2),
+            attempt: Duration::from_secs(2),
+            operation: Duration::from_secs(6),
+        };
         let faulty = chain
-            .lambda_with_hook(at_nth_call(
-                7,
-                |call| matches!(call, Call::Put(key) if key.starts_with("mail/")),
-                move || signal(pid, "STOP"),
-            ))
+            .lambda_with_limits_and_hook(
+                short,
+                at_nth_call(
+                    7,
+                    |call| matches!(call, Call::Put(key) if key.starts_with("mail/")),
+                    move || signal(pid, "STOP"),
+                ),
+            )
             .await;
+        // Only a guard against a hang: the limit under test is the SDK's.
         let outcome = tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(120),
             faulty.handle(Function::Convert, plain_event.clone()),
         )
-        .await;
+        .await
+        .expect("the call limit ended the hung call");
+        let err = outcome.expect_err("convert succeeded while S3 did not answer");
+        assert!(err.retryable(), "{err}");
+        let (key, reason) = store_error(&err);
+        assert!(key.starts_with("mail/ice/"), "{err}");
         assert!(
-            !matches!(outcome, Ok(Ok(_))),
-            "convert succeeded while S3 did not answer: {outcome:?}"
+            reason.to_lowercase().contains("timeout")
+                || reason.to_lowercase().contains("timed out"),
+            "{err}"
         );
         drop(faulty);
         signal(pid, "CONT");

@@ -24,12 +24,16 @@
 //! | `AWS_ENDPOINT_URL` | one endpoint for S3 and Secrets Manager (moto, MinIO); path-style S3 |
 //! | `S3_FORCE_PATH_STYLE` | `true` for path-style S3 addressing |
 //! | `S3_PART_SIZE_MIB`, `S3_PARTS_IN_FLIGHT` | multipart upload tuning (default 8 MiB, 2) |
+//! | `SDK_CONNECT_TIMEOUT_SECS`, `SDK_ATTEMPT_TIMEOUT_SECS`, `SDK_OPERATION_TIMEOUT_SECS` | S3 and Secrets Manager call limits (default 5, 60, 180 s; see [`SdkTimeouts`]) |
+//! | `DEADLINE_MARGIN_SECS` | an invocation stops this long before its Lambda deadline (default 10 s) |
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::s3::S3Event;
 use aws_sdk_s3::config::Credentials;
@@ -83,6 +87,59 @@ pub struct SdkOptions {
     /// default credential chain (the Lambda role).
     pub static_credentials: Option<(String, String)>,
     pub force_path_style: bool,
+    pub timeouts: SdkTimeouts,
+}
+
+/// Limits on every S3 and Secrets Manager call, so a service that accepts
+/// the connection and then stops answering fails the call (a retryable
+/// store error) instead of holding the function until Lambda kills it.
+/// The defaults fit inside the shortest function timeout of the template
+/// (5 minutes) with room for the retry; a body that stalls mid-stream is
+/// caught by the SDK's stalled-stream protection, which is on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdkTimeouts {
+    pub connect: Duration,
+    /// One HTTP attempt (an 8 MiB part at 150 KB/s still fits).
+    pub attempt: Duration,
+    /// The whole call, its retries included.
+    pub operation: Duration,
+}
+
+impl Default for SdkTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            attempt: Duration::from_secs(60),
+            operation: Duration::from_secs(180),
+        }
+    }
+}
+
+impl SdkTimeouts {
+    fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let defaults = Self::default();
+        let secs = |name: &str, default: Duration| -> Result<Duration> {
+            get(name).map_or(Ok(default), |v| match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                _ => Err(Error::Config(format!(
+                    "{name}: not a positive number of seconds: {v:?}"
+                ))),
+            })
+        };
+        Ok(Self {
+            connect: secs("SDK_CONNECT_TIMEOUT_SECS", defaults.connect)?,
+            attempt: secs("SDK_ATTEMPT_TIMEOUT_SECS", defaults.attempt)?,
+            operation: secs("SDK_OPERATION_TIMEOUT_SECS", defaults.operation)?,
+        })
+    }
+
+    fn config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation.max(self.attempt))
+            .build()
+    }
 }
 
 impl SdkOptions {
@@ -93,9 +150,13 @@ impl SdkOptions {
         let endpoint_url = std::env::var("AWS_ENDPOINT_URL")
             .ok()
             .filter(|v| !v.trim().is_empty());
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Self {
             force_path_style: endpoint_url.is_some(),
             endpoint_url,
+            // A mistyped limit falls back to the defaults here: the
+            // operator's commands print their own errors for the rest.
+            timeouts: SdkTimeouts::from_lookup(&lookup).unwrap_or_default(),
             ..Self::default()
         }
     }
@@ -172,6 +233,7 @@ impl AwsSettings {
                 region: None,
                 static_credentials: None,
                 force_path_style,
+                timeouts: SdkTimeouts::from_lookup(&get)?,
             },
             part_size: number("S3_PART_SIZE_MIB", 8)?.saturating_mul(1024 * 1024),
             parts_in_flight: number("S3_PARTS_IN_FLIGHT", 2)?,
@@ -271,7 +333,9 @@ pub async fn sdk_config(options: &SdkOptions) -> SdkConfig {
     let https = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https)
+        .timeout_config(options.timeouts.config());
     if let Some(endpoint) = &options.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
@@ -393,18 +457,69 @@ pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime
     }
     init_logging();
     let lambda = Arc::new(Lambda::from_env().await?);
+    let margin = deadline_margin()?;
     let handler = move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
         let lambda = lambda.clone();
         async move {
-            let response = lambda.handle(function, event.payload).await;
+            let request_id = event.context.request_id.clone();
+            let left = time_left(event.context.deadline(), margin);
+            let response =
+                match tokio::time::timeout(left, lambda.handle(function, event.payload)).await {
+                    Ok(response) => response,
+                    Err(_) => Err(Error::Timeout {
+                        operation: format!("{} invocation", function.name()),
+                        after: left,
+                    }),
+                };
             if let Err(e) = &response {
-                tracing::error!(function = ?function, request_id = %event.context.request_id, error = %e, "failed");
+                tracing::error!(function = ?function, request_id = %request_id, kind = e.kind(), retryable = e.retryable(), error = %e, "failed");
             }
             crate::metrics::emit(function, &lambda.pipeline.ctx.config.name, &response);
-            Ok::<_, lambda_runtime::Error>(response?)
+            response.map_err(diagnostic)
         }
     };
     lambda_runtime::run(lambda_runtime::service_fn(handler)).await
+}
+
+/// How long before its Lambda deadline an invocation stops on its own
+/// (`DEADLINE_MARGIN_SECS`, default 10 s): time to log, emit the metrics
+/// and answer with an error that names the cause, where being killed at
+/// the deadline would leave only "Task timed out". Whatever the stopped
+/// work wrote stays whole, and the retry carries on from it.
+fn deadline_margin() -> Result<Duration> {
+    match std::env::var("DEADLINE_MARGIN_SECS") {
+        Err(_) => Ok(Duration::from_secs(10)),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| Error::Config(format!("DEADLINE_MARGIN_SECS: not a number: {v:?}"))),
+    }
+}
+
+/// The time an invocation may run: until `margin` before its deadline,
+/// and never less than a second (a deadline already near still gets one
+/// attempt).
+fn time_left(deadline: std::time::SystemTime, margin: Duration) -> Duration {
+    let left = deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    left.saturating_sub(margin).max(Duration::from_secs(1))
+}
+
+/// A failure as Lambda records it: `errorType` names the kind and whether a
+/// retry can help (`Store.Retryable`, `BadInput.Permanent`), so a
+/// dead-letter queue reads without opening the logs.
+fn diagnostic(error: Error) -> lambda_runtime::Diagnostic {
+    let verdict = if error.retryable() {
+        "Retryable"
+    } else {
+        "Permanent"
+    };
+    lambda_runtime::Diagnostic {
+        error_type: format!("{}.{verdict}", error.kind()),
+        error_message: error.to_string(),
+    }
 }
 
 /// A request to the import function to fold status records into
@@ -820,6 +935,70 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         AwsSettings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn call_limits_come_from_the_environment_and_nonsense_is_refused_by_name() {
+        let defaults = settings(&[("BUCKET", "archive")]).unwrap().sdk.timeouts;
+        assert_eq!(defaults, SdkTimeouts::default());
+        let set = settings(&[
+            ("BUCKET", "archive"),
+            ("SDK_CONNECT_TIMEOUT_SECS", "2"),
+            ("SDK_ATTEMPT_TIMEOUT_SECS", "7"),
+            ("SDK_OPERATION_TIMEOUT_SECS", "20"),
+        ])
+        .unwrap()
+        .sdk
+        .timeouts;
+        assert_eq!(
+            (set.connect, set.attempt, set.operation),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(7),
+                Duration::from_secs(20)
+            )
+        );
+        for bad in ["0", "soon", "-3"] {
+            let err = settings(&[("BUCKET", "archive"), ("SDK_ATTEMPT_TIMEOUT_SECS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("SDK_ATTEMPT_TIMEOUT_SECS"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_invocation_stops_a_margin_before_its_deadline_but_gets_at_least_a_second() {
+        let now = std::time::SystemTime::now();
+        let margin = Duration::from_secs(10);
+        let left = time_left(now + Duration::from_secs(100), margin);
+        assert!(left <= Duration::from_secs(90) && left > Duration::from_secs(85));
+        assert_eq!(
+            time_left(now + Duration::from_secs(3), margin),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            time_left(now - Duration::from_secs(3), margin),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_lambda_failure_names_its_kind_and_whether_a_retry_helps() {
+        let store = diagnostic(Error::store("mail/ice/x.eml", "connection reset"));
+        assert_eq!(store.error_type, "Store.Retryable");
+        assert!(store.error_message.contains("mail/ice/x.eml"));
+        let input = diagnostic(Error::Input(crate::error::InputError::new(
+            "a.xml",
+            crate::error::Place::Row(3),
+            "bad",
+        )));
+        assert_eq!(input.error_type, "BadInput.Permanent");
+        let timeout = diagnostic(Error::Timeout {
+            operation: "convert invocation".into(),
+            after: Duration::from_secs(890),
+        });
+        assert_eq!(timeout.error_type, "Timeout.Retryable");
+        assert!(timeout.error_message.contains("890 s"));
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub enum Error {
         reason: String,
         retryable: bool,
     },
+
+    /// An operation got no answer in time (a hung server, or the work
+    /// would outlast the Lambda deadline): worth another attempt.
+    #[error("{operation}: no answer within {} s", after.as_secs())]
+    Timeout {
+        operation: String,
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -95,6 +103,38 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// The kind of failure, for a caller that reports or routes it (a
+    /// Lambda failure's `errorType` in the dead-letter queue).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Input(_) => "BadInput",
+            Error::Secret { .. } => "Secret",
+            Error::Config(_) => "Config",
+            Error::Store { .. } => "Store",
+            Error::Mailbox { .. } => "Mailbox",
+            Error::Io { .. } => "Io",
+            Error::Pgp(_) => "OpenPgp",
+            Error::Source { .. } => "Source",
+            Error::Timeout { .. } => "Timeout",
+        }
+    }
+
+    /// Whether the same work may succeed when tried again unchanged: the
+    /// store, the disk or a server was out of reach or out of space. Bad
+    /// input, a bad setting or secret, and a refusal are not: they need a
+    /// person (or go to quarantine).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Store { .. } | Error::Io { .. } | Error::Timeout { .. } => true,
+            Error::Source { retryable, .. } => *retryable,
+            Error::Input(_)
+            | Error::Secret { .. }
+            | Error::Config(_)
+            | Error::Mailbox { .. }
+            | Error::Pgp(_) => false,
         }
     }
 
