@@ -162,12 +162,14 @@ impl LocalStore {
         create_dir_all(&tmp_dir).await?;
         let meta_tmp = tmp_dir.join(format!("{}.meta", hex::encode(rand::random::<[u8; 8]>())));
         let json = serde_json::to_vec(meta).map_err(|e| Error::store(key, e))?;
-        tokio::fs::write(&meta_tmp, json)
-            .await
-            .map_err(|e| Error::store(key, e))?;
-        tokio::fs::rename(&meta_tmp, &meta_path)
-            .await
-            .map_err(|e| Error::store(key, e))
+        let written = match tokio::fs::write(&meta_tmp, json).await {
+            Ok(()) => tokio::fs::rename(&meta_tmp, &meta_path).await,
+            Err(e) => Err(e),
+        };
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&meta_tmp).await;
+        }
+        written.map_err(|e| Error::store(key, format!("writing metadata: {e}")))
     }
 
     /// Moves the current body and metadata of an evidence object aside
@@ -214,6 +216,20 @@ impl LocalStore {
         .await
         .map_err(|e| Error::store(&key, e))?
         .map_err(|e| Error::store(&key, format!("locking: {e}")))
+    }
+
+    /// Puts a written body (`tmp`) and its metadata in place. The metadata
+    /// goes first and names the body's inode, so a stop between the two
+    /// renames leaves a pair the reader detects (and repairs).
+    async fn commit(&self, key: &str, tmp: &Path, target: &Path, meta: &StoredMeta) -> Result<()> {
+        if let Some(dir) = target.parent() {
+            create_dir_all(dir).await?;
+        }
+        self.keep_version(key, &meta.sha256).await?;
+        self.write_meta(key, meta).await?;
+        tokio::fs::rename(tmp, target)
+            .await
+            .map_err(|e| Error::store(key, e))
     }
 
     async fn write_temp(&self, key: &str, mut body: ByteStream) -> Result<(PathBuf, u64, String)> {
@@ -302,14 +318,14 @@ impl ObjectStore for LocalStore {
             metadata: metadata.clone(),
             body_id: body_id(&written),
         };
-        if let Some(dir) = target.parent() {
-            create_dir_all(dir).await?;
+        let committed = self.commit(key, &tmp, &target, &meta).await;
+        if committed.is_err() {
+            // Out of space (or any failure) before the body's rename: the
+            // body stays out of sight in .tmp/, and is removed so that it
+            // does not hold the space the retry needs.
+            let _ = tokio::fs::remove_file(&tmp).await;
         }
-        self.keep_version(key, &sha256).await?;
-        self.write_meta(key, &meta).await?;
-        tokio::fs::rename(&tmp, &target)
-            .await
-            .map_err(|e| Error::store(key, e))?;
+        committed?;
         Ok(ObjectInfo {
             key: key.to_string(),
             size,

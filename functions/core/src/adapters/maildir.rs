@@ -163,12 +163,37 @@ fn write_message(folder: &Path, unique: &str, delivery: &Delivery<'_>) -> std::i
         std::process::id(),
         hex::encode(rand::random::<[u8; 8]>())
     ));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(delivery.raw)?;
-    file.set_modified(delivery.internal_date.into())?;
-    file.sync_all()?;
-    let name = format!("{unique}:2,{}", maildir_flags(delivery.flags));
-    std::fs::rename(&tmp, folder.join("cur").join(name))
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(delivery.raw)?;
+        file.set_modified(delivery.internal_date.into())?;
+        file.sync_all()?;
+        let name = format!("{unique}:2,{}", maildir_flags(delivery.flags));
+        std::fs::rename(&tmp, folder.join("cur").join(name))
+    })();
+    if written.is_err() {
+        // A full disk leaves a partial file in tmp/: readers never see
+        // tmp/, but it holds the space the retry needs.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// What a failed write means for the message. A message too large for the
+/// file system is this message's problem (refused, the rest goes on);
+/// anything else (disk or quota full, I/O error, permissions) is the
+/// mailbox store's, and the same delivery succeeds once it is mended: a
+/// retryable error, so the item is tried again instead of being recorded
+/// as failed.
+fn write_failure(mailbox: &str, folder: &Path, error: std::io::Error) -> Error {
+    let place = format!("mailbox {mailbox:?}: writing into {}", folder.display());
+    if error.kind() == std::io::ErrorKind::FileTooLarge {
+        return Error::Mailbox {
+            mailbox: mailbox.into(),
+            reason: format!("writing into {}: {error}", folder.display()),
+        };
+    }
+    Error::io(place, error)
 }
 
 #[async_trait]
@@ -192,10 +217,8 @@ impl MailboxSink for MaildirSink {
         if self.is_present(&folder, &unique)? {
             return Ok(DeliveryOutcome::AlreadyPresent);
         }
-        write_message(&folder, &unique, delivery).map_err(|e| Error::Mailbox {
-            mailbox: delivery.mailbox.into(),
-            reason: format!("writing into {}: {e}", folder.display()),
-        })?;
+        write_message(&folder, &unique, delivery)
+            .map_err(|e| write_failure(delivery.mailbox, &folder, e))?;
         self.mark_present(&folder, unique)?;
         Ok(DeliveryOutcome::Delivered)
     }
