@@ -104,6 +104,7 @@ fn decryption_memory_does_not_grow_with_the_file() {
         ),
         policy: SignaturePolicy::Required,
         xip_signers: Vec::new(),
+        previous: Vec::new(),
     };
     let input = std::fs::File::open(&encrypted).expect("open");
     let mut sink = HashingSink(Sha256::new(), 0);

@@ -607,7 +607,7 @@ mod s3 {
         let faulty = chain
             .lambda_with_hook(at_nth_call(
                 1,
-                |call| matches!(call, Call::Head(key) if key.contains("/items/")),
+                |call| matches!(call, Call::Get(key) if key.contains("/items/")),
                 chain.stop_s3(),
             ))
             .await;

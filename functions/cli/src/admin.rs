@@ -99,7 +99,7 @@ pub enum SecretCommand {
 }
 
 /// Every field a connector secret may hold.
-const KNOWN_FIELDS: [&str; 12] = [
+const KNOWN_FIELDS: [&str; 14] = [
     fields::FIRM_CODE,
     fields::SFTP_PASSWORD,
     fields::SSH_PRIVATE_KEY,
@@ -107,6 +107,8 @@ const KNOWN_FIELDS: [&str; 12] = [
     fields::SSH_HOST_KEY,
     fields::PGP_PRIVATE_KEY,
     fields::PGP_PASSPHRASE,
+    fields::PGP_PREVIOUS_PRIVATE_KEY,
+    fields::PGP_PREVIOUS_PASSPHRASE,
     fields::PGP_PUBLIC_KEY,
     fields::SIGNER_PUBLIC_KEY,
     fields::XIP_SIGNER_PUBLIC_KEY,

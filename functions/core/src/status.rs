@@ -638,6 +638,64 @@ pub async fn read_item(
         .map_err(|e| Error::store(&key, format!("corrupt record: {e}")))
 }
 
+/// Writes an item's first record, unless it has one: a conditional write,
+/// so a replayed convert racing the item's import can never put "pending"
+/// over the import's outcome. Whether this call wrote it.
+pub async fn create_item(store: &dyn ObjectStore, record: &ItemRecord) -> Result<bool> {
+    let key = item_key(&record.connector, &record.day, &record.item_id);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Config(e.to_string()))?;
+    store.put_if(&key, json, &Metadata::new(), None).await
+}
+
+/// How often [`update_item`] reads again after another writer got in
+/// between; each lost race means someone else's write landed, so a handful
+/// is plenty.
+const UPDATE_ATTEMPTS: usize = 16;
+
+/// Replaces an item's record by `next(previous)`, as a compare-and-swap on
+/// the version read: two imports of one item at once (a doubled event on
+/// two Lambda containers) both see the other's outcome instead of the
+/// later blindly overwriting the earlier. Nothing is written when the
+/// record would not change.
+pub async fn update_item(
+    store: &dyn ObjectStore,
+    connector: &str,
+    day: &str,
+    item_id: &str,
+    next: impl Fn(Option<&ItemRecord>) -> ItemRecord,
+) -> Result<ItemRecord> {
+    let key = item_key(connector, day, item_id);
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = store.get_versioned(&key).await?;
+        let (previous, version) = match &current {
+            Some((bytes, version)) => (
+                Some(
+                    serde_json::from_slice::<ItemRecord>(bytes)
+                        .map_err(|e| Error::store(&key, format!("corrupt record: {e}")))?,
+                ),
+                Some(version.as_str()),
+            ),
+            None => (None, None),
+        };
+        let record = next(previous.as_ref());
+        if previous.as_ref() == Some(&record) {
+            return Ok(record);
+        }
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Config(e.to_string()))?;
+        if store.put_if(&key, json, &Metadata::new(), version).await? {
+            return Ok(record);
+        }
+        tracing::debug!(
+            key,
+            "item record changed while it was updated: reading it again"
+        );
+    }
+    Err(Error::store(
+        key,
+        format!("item record still changing after {UPDATE_ATTEMPTS} attempts"),
+    ))
+}
+
 pub async fn write_item(store: &dyn ObjectStore, record: &ItemRecord) -> Result<()> {
     let key = item_key(&record.connector, &record.day, &record.item_id);
     let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Config(e.to_string()))?;
@@ -657,6 +715,76 @@ pub async fn write_source(
         .put_bytes(&source_key(connector, day, &id), json, &Metadata::new())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod record_write_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::adapters::LocalStore;
+
+    fn pending(id: &str) -> ItemRecord {
+        ItemRecord {
+            connector: "ice".into(),
+            day: "2026-11-20".into(),
+            item_id: id.into(),
+            subject: "conversation c".into(),
+            source: "raw/ice/x".into(),
+            state: ItemState::Pending,
+            targets: Vec::new(),
+            unmapped: Vec::new(),
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replayed_convert_never_puts_pending_over_an_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert!(create_item(&store, &pending("i1")).await.unwrap());
+        update_item(&store, "ice", "2026-11-20", "i1", |_| {
+            let mut done = pending("i1");
+            done.state = ItemState::Imported;
+            done
+        })
+        .await
+        .unwrap();
+        assert!(!create_item(&store, &pending("i1")).await.unwrap());
+        let now = read_item(&store, "ice", "2026-11-20", "i1").await.unwrap();
+        assert_eq!(now.map(|r| r.state), Some(ItemState::Imported));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_updates_of_one_record_each_see_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        let mut writers = tokio::task::JoinSet::new();
+        for n in 0..12 {
+            let store = store.clone();
+            writers.spawn(async move {
+                update_item(store.as_ref(), "ice", "2026-11-20", "i2", |previous| {
+                    let mut record = previous.cloned().unwrap_or_else(|| pending("i2"));
+                    record.targets.push(TargetRecord {
+                        mailbox: format!("u{n}@acme.example"),
+                        im_ids: Vec::new(),
+                        state: TargetState::Imported,
+                        reason: None,
+                    });
+                    record
+                })
+                .await
+            });
+        }
+        while let Some(done) = writers.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let record = read_item(store.as_ref(), "ice", "2026-11-20", "i2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.targets.len(), 12, "an update was lost: {record:?}");
+    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ fn child(args: &[String]) {
                 ),
                 policy: SignaturePolicy::Required,
                 xip_signers: Vec::new(),
+                previous: Vec::new(),
             };
             let (result, seconds) = timed(|| {
                 let file = std::fs::File::open(arg(1)).expect("input");

@@ -49,6 +49,9 @@ pub struct DecryptKeys {
     pub policy: SignaturePolicy,
     /// Keys allowed to sign XIP manifests.
     pub xip_signers: Vec<SignedPublicKey>,
+    /// Keys the firm rotated away from, with their passphrases: they still
+    /// decrypt what was encrypted to them.
+    pub previous: Vec<(SignedSecretKey, Password)>,
 }
 
 impl fmt::Debug for DecryptKeys {
@@ -60,6 +63,14 @@ impl fmt::Debug for DecryptKeys {
                 &self.signer.as_ref().map(|k| k.fingerprint().to_string()),
             )
             .field("policy", &self.policy)
+            .field(
+                "previous",
+                &self
+                    .previous
+                    .iter()
+                    .map(|(k, _)| k.fingerprint().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -188,9 +199,14 @@ fn open_message<'a, R: BufRead + fmt::Debug + Send + 'a>(
 /// memory. Releasing plaintext before the MDC is checked is safe here because
 /// [`decrypt_verify`]'s callers discard everything written when it fails.
 fn streaming_ring(keys: &DecryptKeys) -> TheRing<'_> {
+    let previous = keys.previous.iter();
     TheRing {
-        secret_keys: vec![&keys.secret_key],
-        key_passwords: vec![&keys.passphrase],
+        secret_keys: std::iter::once(&keys.secret_key)
+            .chain(previous.clone().map(|(key, _)| key))
+            .collect(),
+        key_passwords: std::iter::once(&keys.passphrase)
+            .chain(previous.map(|(_, password)| password))
+            .collect(),
         decrypt_options: DecryptionOptions::new().set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
         ..Default::default()
     }
@@ -198,9 +214,18 @@ fn streaming_ring(keys: &DecryptKeys) -> TheRing<'_> {
 
 fn describe_decrypt_error(error: &pgp::errors::Error, keys: &DecryptKeys) -> String {
     match error {
-        pgp::errors::Error::MissingKey => format!(
+        pgp::errors::Error::MissingKey if keys.previous.is_empty() => format!(
             "not encrypted to our key {} (wrong recipient key?)",
             keys.secret_key.fingerprint()
+        ),
+        pgp::errors::Error::MissingKey => format!(
+            "not encrypted to our key {} nor to the previous {} (wrong recipient key?)",
+            keys.secret_key.fingerprint(),
+            keys.previous
+                .iter()
+                .map(|(key, _)| key.fingerprint().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         pgp::errors::Error::IO { source, .. } => {
             format!("truncated or corrupt encrypted data: {source}")
@@ -306,6 +331,11 @@ impl DecryptKeys {
             signer: self.signer.clone(),
             policy,
             xip_signers: self.xip_signers.clone(),
+            previous: self
+                .previous
+                .iter()
+                .map(|(key, password)| (key.clone(), Password::from(password.read().as_slice())))
+                .collect(),
         }
     }
 }

@@ -59,6 +59,11 @@ pub mod fields {
     pub const SSH_HOST_KEY: &str = "ssh_host_key";
     pub const PGP_PRIVATE_KEY: &str = "pgp_private_key";
     pub const PGP_PASSPHRASE: &str = "pgp_passphrase";
+    /// After a key rotation, the firm's key before it, kept until every
+    /// file encrypted to it is through (files fetched but not yet
+    /// decrypted, late re-deliveries).
+    pub const PGP_PREVIOUS_PRIVATE_KEY: &str = "pgp_previous_private_key";
+    pub const PGP_PREVIOUS_PASSPHRASE: &str = "pgp_previous_passphrase";
     pub const PGP_PUBLIC_KEY: &str = "pgp_public_key";
     pub const SIGNER_PUBLIC_KEY: &str = "signer_public_key";
     /// The key(s) allowed to sign XIP manifests (armored, several may follow

@@ -385,19 +385,37 @@ async fn first_seen(
 ) -> Result<chrono::DateTime<chrono::Utc>> {
     let id = mail::item_id(&config.name, &["attachments-wait", plain_key]);
     let key = format!("state/{}/attachments-wait/{id}", config.name);
-    if ctx.store.head(&key).await?.is_some() {
-        let text = ctx.store.get_bytes(&key).await?;
-        if let Some(since) = std::str::from_utf8(&text)
+    let recorded = |text: &[u8]| {
+        std::str::from_utf8(text)
             .ok()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
-        {
-            return Ok(since.with_timezone(&chrono::Utc));
-        }
+            .map(|since| since.with_timezone(&chrono::Utc))
+    };
+    let current = ctx.store.get_versioned(&key).await?;
+    if let Some(since) = current.as_ref().and_then(|(text, _)| recorded(text)) {
+        return Ok(since);
     }
+    // Conditional: of two conversions at once, the first start counts.
     let now = chrono::Utc::now();
-    ctx.store
-        .put_bytes(&key, now.to_rfc3339().into_bytes(), &Metadata::new())
+    let version = current.as_ref().map(|(_, version)| version.as_str());
+    let wrote = ctx
+        .store
+        .put_if(
+            &key,
+            now.to_rfc3339().into_bytes(),
+            &Metadata::new(),
+            version,
+        )
         .await?;
+    if !wrote {
+        let (text, _) = ctx
+            .store
+            .get_versioned(&key)
+            .await?
+            .ok_or_else(|| Error::store(&key, "attachment wait record vanished"))?;
+        return recorded(&text)
+            .ok_or_else(|| Error::store(&key, "attachment wait record is not a time"));
+    }
     Ok(now)
 }
 
@@ -819,6 +837,8 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
         .await?
         .is_none()
     {
+        // Checked first to spare a conditional write on every replay; the
+        // write itself is conditional for the replay that races an import.
         let record = ItemRecord {
             connector: side.connector.clone(),
             day: day.clone(),
@@ -830,7 +850,7 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
             unmapped: Vec::new(),
             reason: None,
         };
-        status::write_item(store, &record).await?;
+        status::create_item(store, &record).await?;
     }
     let mut metadata = Metadata::new();
     metadata.insert(lineage::SOURCE_KEY.into(), side.lineage.plain_key.clone());

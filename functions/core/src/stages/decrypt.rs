@@ -56,12 +56,31 @@ pub fn keys_from_secret(
         )?,
         None => Vec::new(),
     };
+    let previous = match secret.get(fields::PGP_PREVIOUS_PRIVATE_KEY) {
+        Some(key) => {
+            let key = crypto::parse_secret_key(
+                key.expose(),
+                &format!(
+                    "secret {:?} field {:?}",
+                    secret.name,
+                    fields::PGP_PREVIOUS_PRIVATE_KEY
+                ),
+            )?;
+            let password = secret
+                .get(fields::PGP_PREVIOUS_PASSPHRASE)
+                .map(|p| Password::from(p.expose()))
+                .unwrap_or_else(Password::empty);
+            vec![(key, password)]
+        }
+        None => Vec::new(),
+    };
     Ok(DecryptKeys {
         secret_key,
         passphrase,
         signer,
         policy,
         xip_signers,
+        previous,
     })
 }
 

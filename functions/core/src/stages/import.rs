@@ -150,7 +150,7 @@ async fn settle_and_write(
     unmapped: Vec<UnmappedRecord>,
 ) -> Result<ItemRecord> {
     let day = sidecar.day.to_string();
-    let mut record = ItemRecord {
+    let fresh = ItemRecord {
         connector: sidecar.connector.clone(),
         day: day.clone(),
         item_id: sidecar.item_id.clone(),
@@ -161,13 +161,21 @@ async fn settle_and_write(
         unmapped,
         reason: None,
     };
-    if let Some(previous) =
-        status::read_item(ctx.store.as_ref(), &record.connector, &day, &record.item_id).await?
-    {
-        record.merge_previous(&previous);
-    }
-    record.settle();
-    status::write_item(ctx.store.as_ref(), &record).await?;
+    let record = status::update_item(
+        ctx.store.as_ref(),
+        &fresh.connector,
+        &day,
+        &fresh.item_id,
+        |previous| {
+            let mut record = fresh.clone();
+            if let Some(previous) = previous {
+                record.merge_previous(previous);
+            }
+            record.settle();
+            record
+        },
+    )
+    .await?;
     tracing::info!(item = %record.item_id, state = ?record.state, targets = record.targets.len(), "imported");
     Ok(record)
 }
