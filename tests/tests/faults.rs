@@ -28,16 +28,25 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chat_archive_core::adapters::imap::ImapConfig;
 use chat_archive_core::adapters::{LocalStore, SftpConfig};
 use chat_archive_core::config::ConnectorConfig;
 use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline, Silent};
+use chat_archive_core::ports::secrets::fields;
 use chat_archive_core::ports::ObjectStore;
+use chat_archive_core::ports::SecretValue;
+use chat_archive_core::status::{ItemRecord, TargetState};
 use chat_archive_core::Error;
+use integration_tests::dovecot::{self, Dovecot};
 use integration_tests::faults::{
     assert_each_conversation_once, assert_store_objects_whole, at_nth_call, copy_tree, corpus,
-    count_files, seeds, Call, CorpusShape, ExportFile, HookStore, Rng, MAILBOXES,
+    count_files, folder_mails, ice_folder, seeds, Call, CorpusShape, ExportFile, HookStore, Relay,
+    Rng, MAILBOXES,
 };
 use integration_tests::local::Firm;
 use integration_tests::sshd::Sshd;
@@ -305,17 +314,131 @@ async fn the_sftp_server_stopped_mid_transfer_then_the_next_run_imports_each_con
 }
 
 // ---------------------------------------------------------------------------
+// A mail server that accepts and then stops answering, mid-import.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_server_that_stops_answering_mid_import_fails_the_run_in_time_then_each_mail_lands_once(
+) {
+    let files = corpus(CorpusShape {
+        files: 2,
+        conversations_per_file: 10,
+        messages_per_conversation: 3,
+        attachment_bytes: 0,
+    });
+    let server = Dovecot::start(&MAILBOXES);
+    // The sink reaches Dovecot (TLS) through the relay, which holds every
+    // byte once the import of the second file begins: the connection stays
+    // open and nothing answers, as a wedged server behaves.
+    let relay = Arc::new(Relay::start(server.imaps_port));
+    let firm = Firm::new(&[], SignaturePolicy::Required);
+    let mut config = ConnectorConfig::ice();
+    config.firm_domains = vec!["acme.example".into()];
+    config.signature_policy = SignaturePolicy::Required;
+    config.imap = Some(ImapConfig {
+        port: Some(relay.port),
+        timeout_secs: 2,
+        ..server.imap_config()
+    });
+    firm.write_config(config);
+    firm.pipeline()
+        .secrets
+        .update(
+            "ice",
+            BTreeMap::from([(
+                fields::MAILBOX_PASSWORD.to_string(),
+                SecretValue::new(dovecot::MASTER_PASSWORD),
+            )]),
+        )
+        .await
+        .expect("master password");
+    for file in &files {
+        firm.drop_export(&file.name, file.xml.as_bytes(), true);
+    }
+
+    let mut pipeline = firm.pipeline();
+    let holder = relay.clone();
+    let second_file_sidecar = files[0].conversations.len() + 1;
+    pipeline.ctx.store = Arc::new(HookStore::new(
+        pipeline.ctx.store.clone(),
+        at_nth_call(
+            second_file_sidecar,
+            |call| matches!(call, Call::Get(key) if key.starts_with("mail/") && key.ends_with(".json")),
+            move || holder.hold(),
+        ),
+    ));
+    // Only a guard against a hang: the limit under test is the sink's own.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(180),
+        pipeline.run(&FetchRequest::default(), &Silent),
+    )
+    .await
+    .expect("the sink's timeout ended the run");
+    let err = outcome.expect_err("the run finished while the mail server did not answer");
+    assert!(err.retryable(), "a hung server is worth a retry: {err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("did not answer in time") || message.contains("timed out"),
+        "the error says the server did not answer: {message}"
+    );
+    let root = server
+        .maildir(MAILBOXES[0])
+        .parent()
+        .and_then(Path::parent)
+        .expect("mail root")
+        .to_path_buf();
+    let delivered: usize = MAILBOXES
+        .iter()
+        .map(|m| folder_mails(&ice_folder(&root, m)).len())
+        .sum();
+    assert!(delivered > 0, "the first file was imported before the hang");
+    let store = LocalStore::new(firm.layout.store());
+    let failed = failed_targets(&store).await;
+    assert!(
+        failed.is_empty(),
+        "a hang was recorded as a refusal: {failed:?}"
+    );
+
+    relay.release();
+    firm.pipeline()
+        .run(&FetchRequest::default(), &Silent)
+        .await
+        .expect("the run after the server answers again");
+    let context = "mail server hung mid-import, then the next run";
+    assert_each_conversation_once(&store, &root, &files, context).await;
+}
+
+/// Mailbox targets recorded as failed, with their reasons.
+async fn failed_targets(store: &LocalStore) -> Vec<String> {
+    let mut failed = Vec::new();
+    for key in store.list("reports/ice/").await.expect("list") {
+        if !key.contains("/items/") {
+            continue;
+        }
+        let record: ItemRecord =
+            serde_json::from_slice(&store.get_bytes(&key).await.expect("record")).expect("json");
+        failed.extend(
+            record
+                .targets
+                .iter()
+                .filter(|t| t.state == TargetState::Failed)
+                .map(|t| format!("{}: {:?}", t.mailbox, t.reason)),
+        );
+    }
+    failed
+}
+
+// ---------------------------------------------------------------------------
 // S3 (moto) stopped, hung, and events delivered twice at once: the
 // functions as Lambda runs them.
 
 #[cfg(feature = "aws")]
 mod s3 {
-    use std::collections::BTreeMap;
+
     use std::time::Duration;
 
     use chat_archive_core::aws::{Lambda, SdkOptions, SdkTimeouts};
     use chat_archive_core::function::{Function, Response};
-    use integration_tests::faults::{signal, Relay, Resume};
+    use integration_tests::faults::{signal, Resume};
     use integration_tests::lambda_chain::{
         self as chain, assert_versions_whole, by_key, event_key, take_events, versions,
         MAIL_EVENTS, PLAIN_EVENTS, RAW_EVENTS,
