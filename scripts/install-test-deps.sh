@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a Debian machine (run as root, or with sudo
 # available): GnuPG, OpenSSH server (SFTP), Dovecot (IMAP), and a Python venv
-# with moto (S3 + Secrets Manager), cfn-lint and cargo-lambda.
+# with moto (S3 + Secrets Manager), cfn-lint and cargo-lambda; cargo-deny.
 # Idempotent: re-running skips what is already there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,4 +34,13 @@ if ! grep -qx "moto==5.2.5" <<<"$installed" || ! grep -qx "cfn-lint==1.58.0" <<<
   echo "Installing Python tools: ${want[*]}"
   "$venv/bin/pip" install -q "${want[@]}"
 fi
-echo "Test dependencies ready (venv: $venv)."
+
+# cargo-deny (licenses, bans, sources of every dependency), pinned, built
+# into the project's .tools/ once.
+deny_version="0.20.2"
+tools="${CHAT_ARCHIVE_TOOLS:-$here/.tools}"
+if ! "$tools/bin/cargo-deny" --version 2>/dev/null | grep -qx "cargo-deny $deny_version"; then
+  echo "Building cargo-deny $deny_version into $tools (once; a few minutes)"
+  cargo install --quiet --locked --no-default-features --root "$tools" "cargo-deny@$deny_version"
+fi
+echo "Test dependencies ready (venv: $venv, tools: $tools)."

@@ -8,6 +8,8 @@ scripts/install-test-deps.sh
 export PATH="${CHAT_ARCHIVE_VENV:-$here/.venv}/bin:$PATH"
 # The SAM template: cfn-lint expands the SAM transform offline.
 cfn-lint infra/template.yaml
+# Every dependency's license, source and bans (deny.toml).
+"${CHAT_ARCHIVE_TOOLS:-$here/.tools}/bin/cargo-deny" check licenses bans sources
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
