@@ -9,8 +9,9 @@ venv="${CHAT_ARCHIVE_VENV:-$here/.venv}"
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# chromium: the status page is checked in a real headless browser.
-packages=(gnupg openssh-server openssh-client dovecot-imapd python3-venv chromium)
+# chromium: the status page is checked in a real headless browser; faketime:
+# stages run with the clock stepped (tests/tests/clock_steps.rs).
+packages=(gnupg openssh-server openssh-client dovecot-imapd python3-venv chromium faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
