@@ -624,6 +624,108 @@ impl Drop for Started {
     }
 }
 
+/// `cargo lambda watch` serving the Lambda runtime API only
+/// (`--only-lambda-apis`: the functions are this crate's binaries, so
+/// nothing is compiled), on a free port.
+struct Emulator {
+    port: u16,
+    _process: Started,
+    _log: tempfile::NamedTempFile,
+}
+
+/// A function process as Lambda starts it, and its log.
+struct FunctionProcess {
+    process: Started,
+    log: tempfile::NamedTempFile,
+}
+
+fn cargo_lambda() -> std::path::PathBuf {
+    moto::venv().join("bin/cargo-lambda")
+}
+
+impl Emulator {
+    fn start() -> Self {
+        let port = integration_tests::free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let process = Started(
+            Command::new(cargo_lambda())
+                .args([
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "--invoke-address",
+                    "127.0.0.1",
+                ])
+                .args(["--invoke-port", &port.to_string()])
+                .current_dir(moto::repo_root())
+                .stdin(Stdio::null())
+                .stdout(log.reopen().unwrap())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .expect("cargo lambda watch starts"),
+        );
+        assert!(wait_for_port(port), "cargo lambda watch did not listen");
+        Self {
+            port,
+            _process: process,
+            _log: log,
+        }
+    }
+
+    /// The decrypt function with the environment the template gives it,
+    /// pointed at moto (`extra` added).
+    fn decrypt_function(
+        &self,
+        moto: &Moto,
+        kms_key: &str,
+        extra: &[(&str, &str)],
+    ) -> FunctionProcess {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let process = Started(
+            Command::new(env!("CARGO_BIN_EXE_decrypt-function"))
+                .env_clear()
+                .env(
+                    "AWS_LAMBDA_RUNTIME_API",
+                    format!("http://127.0.0.1:{}/.rt/decrypt", self.port),
+                )
+                .env("AWS_LAMBDA_FUNCTION_NAME", "decrypt")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+                .envs(moto.env())
+                .env("BUCKET", BUCKET)
+                .env("SECRET_ID", SECRET)
+                .env("KMS_KEY_ID", kms_key)
+                .env("FIRM_DOMAINS", "acme.example")
+                .env("SIGNATURE_POLICY", "required")
+                .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+                .envs(extra.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(log.reopen().unwrap())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .expect("the function starts"),
+        );
+        FunctionProcess { process, log }
+    }
+
+    /// `cargo lambda invoke decrypt --data-file EVENT`, not yet run.
+    fn invoke_decrypt(&self, event: &Path) -> Command {
+        let mut command = Command::new(cargo_lambda());
+        command
+            .args([
+                "lambda",
+                "invoke",
+                "decrypt",
+                "--invoke-address",
+                "127.0.0.1",
+            ])
+            .args(["--invoke-port", &self.port.to_string(), "--data-file"])
+            .arg(event)
+            .current_dir(moto::repo_root());
+        command
+    }
+}
+
 /// The decrypt function under the Lambda runtime API of `cargo lambda watch`
 /// (`--only-lambda-apis`: the emulator runs, the function is the binary this
 /// crate builds from `functions/decrypt/src/main.rs`, so nothing is compiled
@@ -647,67 +749,13 @@ async fn a_stage_answers_through_the_lambda_runtime_api() {
         .await
         .unwrap();
 
-    let cargo_lambda = moto::venv().join("bin/cargo-lambda");
-    let port = integration_tests::free_port();
-    let emulator_log = tempfile::NamedTempFile::new().unwrap();
-    let _emulator = Started(
-        Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--invoke-address",
-                "127.0.0.1",
-            ])
-            .args(["--invoke-port", &port.to_string()])
-            .current_dir(moto::repo_root())
-            .stdin(Stdio::null())
-            .stdout(emulator_log.reopen().unwrap())
-            .stderr(emulator_log.reopen().unwrap())
-            .spawn()
-            .expect("cargo lambda watch starts"),
-    );
-    assert!(wait_for_port(port), "cargo lambda watch did not listen");
-
-    // The environment the template gives the function, pointed at moto.
-    let function_log = tempfile::NamedTempFile::new().unwrap();
-    let _function = Started(
-        Command::new(env!("CARGO_BIN_EXE_decrypt-function"))
-            .env_clear()
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt/decrypt"),
-            )
-            .env("AWS_LAMBDA_FUNCTION_NAME", "decrypt")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-            .envs(moto.env())
-            .env("BUCKET", BUCKET)
-            .env("SECRET_ID", SECRET)
-            .env("KMS_KEY_ID", &kms_key)
-            .env("FIRM_DOMAINS", "acme.example")
-            .env("SIGNATURE_POLICY", "required")
-            .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
-            .stdin(Stdio::null())
-            .stdout(function_log.reopen().unwrap())
-            .stderr(function_log.reopen().unwrap())
-            .spawn()
-            .expect("the function starts"),
-    );
-
-    let output = Command::new(&cargo_lambda)
-        .args([
-            "lambda",
-            "invoke",
-            "decrypt",
-            "--invoke-address",
-            "127.0.0.1",
-        ])
-        .args(["--invoke-port", &port.to_string(), "--data-file"])
-        .arg(moto::repo_root().join("events/s3-put-raw.json"))
-        .current_dir(moto::repo_root())
+    let emulator = Emulator::start();
+    let function = emulator.decrypt_function(&moto, &kms_key, &[]);
+    let output = emulator
+        .invoke_decrypt(&moto::repo_root().join("events/s3-put-raw.json"))
         .output()
         .expect("cargo lambda invoke runs");
+    let function_log = &function.log;
     let logs = std::fs::read_to_string(function_log.path()).unwrap_or_default();
     assert!(
         output.status.success(),
@@ -1016,4 +1064,166 @@ fn each_functions_role_names_only_what_its_stage_needs() {
         assert_eq!(read["public_access_block"][setting], true, "{setting}");
     }
     assert_eq!(read["denies_plain_http"], true);
+}
+
+/// SIGTERM to the decrypt function's process while it streams a large
+/// file into S3 (a multipart upload under way): the process says which
+/// invocation it cut short and exits; no plaintext object appears, half or
+/// whole; the event's retry, in a new process, writes the whole plaintext
+/// as one object version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_decrypt_leaves_nothing_half_written_and_the_retry_completes() {
+    use integration_tests::faults::{corpus, signal, CorpusShape};
+
+    let moto = Moto::start();
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let kms_key = create_bucket(&moto);
+    put_secret(&moto, &firm_secret(&firm));
+    // One export with a 24 MB file transfer: a plaintext of several 5 MiB
+    // parts, long enough in flight to be interrupted.
+    let export = corpus(CorpusShape {
+        files: 1,
+        conversations_per_file: 3,
+        messages_per_conversation: 2,
+        attachment_bytes: 24_000_000,
+    })
+    .remove(0);
+    let encrypted = firm.drop_export(&export.name, export.xml.as_bytes(), true);
+    let raw_key = format!("raw/ice/{}", export.name);
+    let plain_key = format!("plain/ice/{}", export.name.trim_end_matches(".pgp"));
+    let lambda = lambda(&moto, &firm, &kms_key).await;
+    let store = lambda.pipeline.ctx.store.clone();
+    store
+        .put_bytes(
+            &raw_key,
+            std::fs::read(encrypted).unwrap(),
+            &Metadata::new(),
+        )
+        .await
+        .unwrap();
+    let event = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        event.path(),
+        serde_json::to_vec(&chat_archive_core::events::s3_put_event(BUCKET, &[raw_key])).unwrap(),
+    )
+    .unwrap();
+    let s3 = aws::s3_client(&aws::sdk_config(&moto.sdk_options()).await, true);
+
+    let emulator = Emulator::start();
+    let small_parts = [("S3_PART_SIZE_MIB", "5"), ("S3_PARTS_IN_FLIGHT", "1")];
+    let mut first = emulator.decrypt_function(&moto, &kms_key, &small_parts);
+    let _invocation = Started(
+        emulator
+            .invoke_decrypt(event.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cargo lambda invoke starts"),
+    );
+    let mut caught = false;
+    for _ in 0..3000 {
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        if uploads
+            .uploads()
+            .iter()
+            .any(|u| u.key() == Some(plain_key.as_str()))
+        {
+            caught = true;
+            break;
+        }
+        assert!(
+            store.head(&plain_key).await.unwrap().is_none(),
+            "the decrypt finished before it could be interrupted: make the file larger"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        caught,
+        "no upload of {plain_key} was seen under way; function log:\n{}",
+        std::fs::read_to_string(first.log.path()).unwrap_or_default()
+    );
+    signal(first.process.0.id(), "TERM");
+    let status = first.process.0.wait().expect("the function exits");
+    assert_eq!(status.code(), Some(143), "exit status after SIGTERM");
+    eprintln!(
+        "{}",
+        std::fs::read_to_string(first.log.path()).unwrap_or_default()
+    );
+
+    let logs = std::fs::read_to_string(first.log.path()).unwrap_or_default();
+    let stopped: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("SIGTERM during an invocation"))
+        })
+        .collect();
+    assert_eq!(
+        stopped.len(),
+        1,
+        "one line says what was cut short:\n{logs}"
+    );
+    assert!(
+        stopped[0]["fields"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{logs}"
+    );
+    assert!(
+        store.head(&plain_key).await.unwrap().is_none(),
+        "a plaintext object appeared from the interrupted invocation"
+    );
+
+    // The retry, in a new process (a new container).
+    let _second = emulator.decrypt_function(&moto, &kms_key, &small_parts);
+    let output = emulator
+        .invoke_decrypt(event.path())
+        .output()
+        .expect("cargo lambda invoke runs");
+    assert!(
+        output.status.success(),
+        "the retry failed: {}\nfunction log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(_second.log.path()).unwrap_or_default()
+    );
+    let response: Value = serde_json::from_slice(&output.stdout).expect("a JSON response");
+    assert_eq!(response["written"], json!([plain_key]), "{response}");
+    let plain = store.get_bytes(&plain_key).await.unwrap();
+    assert!(plain == export.xml.as_bytes(), "the whole plaintext");
+    // Each version of the plaintext is all of it: a redelivery racing the
+    // retry may add an identical one, never a partial one.
+    let versions = s3
+        .list_object_versions()
+        .bucket(BUCKET)
+        .prefix(&plain_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(!versions.versions().is_empty());
+    for version in versions.versions() {
+        let body = s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(&plain_key)
+            .version_id(version.version_id().unwrap_or_default())
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert!(
+            body == export.xml.as_bytes(),
+            "a version is not the whole plaintext"
+        );
+    }
 }

@@ -101,7 +101,11 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stages_run_with_the_clock_stepped_forward_and_back_archive_the_same_mails_once() {
     let this_year = faked_year("+0d");
-    assert_eq!(faked_year("-365d"), this_year - 1, "faketime moves the clock");
+    assert_eq!(
+        faked_year("-365d"),
+        this_year - 1,
+        "faketime moves the clock"
+    );
 
     let files = corpus(CorpusShape {
         files: 2,

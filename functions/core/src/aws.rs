@@ -458,19 +458,26 @@ pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime
     init_logging();
     let lambda = Arc::new(Lambda::from_env().await?);
     let margin = deadline_margin()?;
+    let in_flight: InFlight = Arc::default();
+    tokio::spawn(stop_on_sigterm(function, in_flight.clone()));
     let handler = move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
         let lambda = lambda.clone();
+        let in_flight = in_flight.clone();
         async move {
             let request_id = event.context.request_id.clone();
+            let _marked = InFlightMark::new(&in_flight, &request_id);
             let left = time_left(event.context.deadline(), margin);
-            let response =
-                match tokio::time::timeout(left, lambda.handle(function, event.payload)).await {
-                    Ok(response) => response,
-                    Err(_) => Err(Error::Timeout {
+            tracing::info!(function = function.name(), request_id = %request_id, budget_ms = left.map(|l| l.as_millis() as u64), "invocation");
+            let work = lambda.handle(function, event.payload);
+            let response = match left {
+                None => work.await,
+                Some(left) => tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
+                    Err(Error::Timeout {
                         operation: format!("{} invocation", function.name()),
                         after: left,
-                    }),
-                };
+                    })
+                }),
+            };
             if let Err(e) = &response {
                 tracing::error!(function = ?function, request_id = %request_id, kind = e.kind(), retryable = e.retryable(), error = %e, "failed");
             }
@@ -481,8 +488,57 @@ pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime
     lambda_runtime::run(lambda_runtime::service_fn(handler)).await
 }
 
+/// The request id of the invocation being handled, if any.
+type InFlight = Arc<std::sync::Mutex<Option<String>>>;
+
+/// Marks an invocation in flight for as long as it lives.
+struct InFlightMark(InFlight);
+
+impl InFlightMark {
+    fn new(in_flight: &InFlight, request_id: &str) -> Self {
+        if let Ok(mut current) = in_flight.lock() {
+            *current = Some(request_id.to_string());
+        }
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for InFlightMark {
+    fn drop(&mut self) {
+        if let Ok(mut current) = self.0.lock() {
+            *current = None;
+        }
+    }
+}
+
+/// On SIGTERM (the runtime shutting down, a container stopped), one log
+/// line naming the invocation cut short, then exit at once. Stopping
+/// mid-write is safe: an object is committed whole or not at all (an
+/// unfinished multipart upload is invisible and the bucket's lifecycle
+/// rule aborts it), and the event's retry redoes only what is missing.
+async fn stop_on_sigterm(function: Function, in_flight: InFlight) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut sigterm) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM");
+        return;
+    };
+    sigterm.recv().await;
+    let request_id = in_flight.lock().ok().and_then(|current| current.clone());
+    match request_id {
+        Some(request_id) => tracing::warn!(
+            function = function.name(),
+            request_id,
+            "SIGTERM during an invocation: stopping now; what it wrote is whole, and its event's retry completes it"
+        ),
+        None => tracing::info!(function = function.name(), "SIGTERM between invocations: stopping"),
+    }
+    // 128 + SIGTERM, as a shell reports a process ended by it.
+    std::process::exit(143);
+}
+
 /// How long before its Lambda deadline an invocation stops on its own
-/// (`DEADLINE_MARGIN_SECS`, default 10 s): time to log, emit the metrics
+/// (`DEADLINE_MARGIN_SECS`, default 10 s, at most a tenth of the time
+/// left): time to log, emit the metrics
 /// and answer with an error that names the cause, where being killed at
 /// the deadline would leave only "Task timed out". Whatever the stopped
 /// work wrote stays whole, and the retry carries on from it.
@@ -497,14 +553,15 @@ fn deadline_margin() -> Result<Duration> {
     }
 }
 
-/// The time an invocation may run: until `margin` before its deadline,
-/// and never less than a second (a deadline already near still gets one
-/// attempt).
-fn time_left(deadline: std::time::SystemTime, margin: Duration) -> Duration {
-    let left = deadline
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    left.saturating_sub(margin).max(Duration::from_secs(1))
+/// The time an invocation may run: until `margin` before its deadline, or
+/// a tenth of the time left when that is less (a function given a few
+/// seconds keeps most of them). `None` for a deadline already past when
+/// the invocation starts, which Lambda never hands out but local
+/// emulators do (they send the invoke time): then only the calls' own
+/// limits hold.
+fn time_left(deadline: std::time::SystemTime, margin: Duration) -> Option<Duration> {
+    let left = deadline.duration_since(std::time::SystemTime::now()).ok()?;
+    Some(left.saturating_sub(margin.min(left / 10)))
 }
 
 /// A failure as Lambda records it: `errorType` names the kind and whether a
@@ -967,19 +1024,14 @@ mod tests {
     }
 
     #[test]
-    fn an_invocation_stops_a_margin_before_its_deadline_but_gets_at_least_a_second() {
+    fn an_invocation_stops_a_margin_before_its_deadline_or_a_tenth_of_a_short_one() {
         let now = std::time::SystemTime::now();
         let margin = Duration::from_secs(10);
-        let left = time_left(now + Duration::from_secs(100), margin);
-        assert!(left <= Duration::from_secs(90) && left > Duration::from_secs(85));
-        assert_eq!(
-            time_left(now + Duration::from_secs(3), margin),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            time_left(now - Duration::from_secs(3), margin),
-            Duration::from_secs(1)
-        );
+        let left = time_left(now + Duration::from_secs(900), margin).unwrap();
+        assert!(left <= Duration::from_secs(890) && left > Duration::from_secs(885));
+        let short = time_left(now + Duration::from_secs(3), margin).unwrap();
+        assert!(short <= Duration::from_millis(2700) && short > Duration::from_millis(2500));
+        assert_eq!(time_left(now - Duration::from_secs(3), margin), None);
     }
 
     #[test]
