@@ -332,7 +332,7 @@ async fn doctor_checks_the_sftp_site_with_the_pinned_host_key() {
         .starts_with("SHA256:"));
 
     // Another server's key pinned: a hard failure, never trust on first use.
-    let other = chat_archive_core::keys::generate_ssh("other host").expect("key");
+    let other = chat_archive_core::keygen::generate_ssh("other host").expect("key");
     configure(other.public_openssh.clone());
     let wrong = chat_archive(&firm, &["doctor"]);
     assert!(!wrong.status.success());

@@ -10,7 +10,7 @@ use chat_archive_core::config::{ConnectorConfig, Settings};
 use chat_archive_core::crypto::{self, SignaturePolicy};
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::formats::ice::IceReader;
-use chat_archive_core::keys;
+use chat_archive_core::keygen;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline};
 use chat_archive_core::ports::secrets::fields;
 use chat_archive_core::ports::SecretValue;
@@ -67,12 +67,12 @@ async fn ensure_keys(pipeline: &Pipeline) -> anyhow::Result<pgp::composed::Signe
         )?);
     }
     println!("Generating the firm's SSH and OpenPGP keys (stored in secrets.json) ...");
-    let generated = keys::generate_connector_keys(
+    let generated = keygen::generate_connector_keys(
         "ACME",
         "ACME chat archive <archive@acme.example>",
-        &keys::random_passphrase(),
+        &keygen::random_passphrase(),
     )?;
-    let signer = keys::generate_pgp("ICE Chat demo signer <signer@ice.example>", "")?;
+    let signer = keygen::generate_pgp("ICE Chat demo signer <signer@ice.example>", "")?;
     let mut secret_fields = generated.secret_fields;
     secret_fields.insert(
         fields::SIGNER_PUBLIC_KEY.into(),

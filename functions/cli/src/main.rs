@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::function::{self, Function};
-use chat_archive_core::keys;
+use chat_archive_core::keygen;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
@@ -336,10 +336,10 @@ async fn generate_keys(
             .with_context(|| format!("reading {}", path.display()))?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
-        None => keys::random_passphrase(),
+        None => keygen::random_passphrase(),
     };
     eprintln!("Generating keys for {firm_code} ...");
-    let generated = keys::generate_connector_keys(firm_code, user_id, &passphrase)?;
+    let generated = keygen::generate_connector_keys(firm_code, user_id, &passphrase)?;
     pipeline
         .secrets
         .update(&connector, generated.secret_fields.clone())

@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use chat_archive_core::config::ConnectorConfig;
 use chat_archive_core::formats::xip::{self, Limits, Trust};
-use chat_archive_core::keys::generate_pgp;
+use chat_archive_core::keygen::generate_pgp;
 use chat_archive_core::mail::{build_mails, Lineage};
 use libfuzzer_sys::fuzz_target;
 use pgp::composed::SignedPublicKey;

@@ -38,8 +38,9 @@ use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::ports::secrets::fields;
+use crate::ports::Pacing;
 use crate::ports::{ByteStream, ConnectorSecret, RemoteFile, SecretStore, SecretValue, Source};
-use crate::stages::fetch::FetchPolicy;
+use crate::retry::RetryPolicy;
 
 /// Secret field: passphrase of an encrypted `ssh_private_key`.
 // Belongs with the other names in `ports::secrets::fields`; kept here until
@@ -116,12 +117,14 @@ impl SftpConfig {
     }
 
     /// How the fetch stage paces and retries this site.
-    pub fn fetch_policy(&self) -> FetchPolicy {
-        FetchPolicy {
+    pub fn pacing(&self) -> Pacing {
+        Pacing {
             settle: Duration::from_secs(self.settle_secs),
-            attempts: self.attempts.max(1),
-            backoff: Duration::from_millis(self.backoff_ms),
-            backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_ms)),
+            retry: RetryPolicy {
+                attempts: self.attempts.max(1),
+                backoff: Duration::from_millis(self.backoff_ms),
+                backoff_max: Duration::from_millis(self.backoff_max_ms.max(self.backoff_ms)),
+            },
         }
     }
 
@@ -849,6 +852,10 @@ impl Source for SftpSource {
         self.config.describe()
     }
 
+    fn pacing(&self) -> Pacing {
+        self.config.pacing()
+    }
+
     async fn list(&self) -> Result<Vec<RemoteFile>> {
         let connection = self.connection().await?;
         list_directory(&self.config, &connection).await
@@ -1199,8 +1206,8 @@ mod tests {
             ..Default::default()
         };
         config.check().unwrap();
-        let policy = config.fetch_policy();
-        assert_eq!(policy.attempts, 4);
-        assert_eq!(policy.settle, Duration::from_secs(5));
+        let pacing = config.pacing();
+        assert_eq!(pacing.retry.attempts, 4);
+        assert_eq!(pacing.settle, Duration::from_secs(5));
     }
 }

@@ -674,7 +674,7 @@ fn collect_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::generate_pgp;
+    use crate::keygen::generate_pgp;
 
     fn item_dir(root: &Path, id: &str, attachment: &[u8]) {
         let dir = root.join("items").join(id);

@@ -9,4 +9,4 @@ mod source;
 pub use mailbox::{Delivery, DeliveryOutcome, MailboxSink};
 pub use object_store::{ByteStream, Metadata, ObjectInfo, ObjectStore};
 pub use secrets::{ConnectorSecret, SecretStore, SecretValue};
-pub use source::{RemoteFile, Source};
+pub use source::{Pacing, RemoteFile, Source};

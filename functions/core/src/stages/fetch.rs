@@ -20,17 +20,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{keys, lineage, Context};
-use crate::config::ConnectorConfig;
 use crate::error::{Error, Result};
 use crate::events::FetchRequest;
-use crate::ports::{ByteStream, Metadata, ObjectInfo, RemoteFile, Source};
+use crate::ports::{ByteStream, Metadata, ObjectInfo, Pacing, RemoteFile, Source};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -47,52 +45,6 @@ pub struct FetchOutcome {
     pub unsettled: Vec<String>,
     /// Transfers or listings retried after a dropped connection.
     pub retries: usize,
-}
-
-/// How the stage paces and retries a source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchPolicy {
-    /// Pause between the two listings.
-    pub settle: Duration,
-    /// Attempts per listing and per file (1 = no retry).
-    pub attempts: u32,
-    /// First pause before a retry; doubled each time up to `backoff_max`.
-    pub backoff: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for FetchPolicy {
-    /// For the local drop directory: no settle pause (files being copied in
-    /// are hidden by the dot-name convention), a few quick retries.
-    fn default() -> Self {
-        Self {
-            settle: Duration::ZERO,
-            attempts: 3,
-            backoff: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl FetchPolicy {
-    /// The policy of the connector's configured source.
-    pub fn for_connector(config: &ConnectorConfig) -> Self {
-        config
-            .sftp
-            .as_ref()
-            .map(|sftp| sftp.fetch_policy())
-            .unwrap_or_default()
-    }
-
-    /// The pause before retry number `retry` (1-based), with up to 25 %
-    /// random jitter so that parallel runs do not retry in lockstep.
-    fn pause(&self, retry: u32) -> Duration {
-        let doubled = self
-            .backoff
-            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)));
-        let base = doubled.min(self.backoff_max);
-        base + base.mul_f64(rand::random::<f64>() * 0.25)
-    }
 }
 
 async fn load_checkpoint(ctx: &Context) -> Result<Checkpoint> {
@@ -151,38 +103,22 @@ fn retryable(error: &Error) -> bool {
     )
 }
 
-/// Runs `attempt` up to `policy.attempts` times while it fails retryably.
+/// Runs `attempt` under the source's retry policy while it fails
+/// retryably, counting the retries.
 async fn with_retries<T, F, Fut>(
-    policy: &FetchPolicy,
+    pacing: &Pacing,
     what: &str,
     retries: &mut usize,
-    mut attempt: F,
+    attempt: F,
 ) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) if retryable(&error) && tries < policy.attempts => {
-                let pause = policy.pause(tries);
-                tracing::warn!(
-                    what,
-                    attempt = tries,
-                    of = policy.attempts,
-                    pause_ms = pause.as_millis() as u64,
-                    %error,
-                    "retrying"
-                );
-                *retries += 1;
-                tokio::time::sleep(pause).await;
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    pacing
+        .retry
+        .run(what, retryable, || *retries += 1, attempt)
+        .await
 }
 
 /// Metadata values are ASCII (S3): non-ASCII and `%` are percent-encoded.
@@ -270,24 +206,18 @@ pub async fn run(
     source: &dyn Source,
     request: &FetchRequest,
 ) -> Result<FetchOutcome> {
-    run_with_policy(
-        ctx,
-        source,
-        request,
-        &FetchPolicy::for_connector(&ctx.config),
-    )
-    .await
+    run_with_pacing(ctx, source, request, &source.pacing()).await
 }
 
-pub async fn run_with_policy(
+pub async fn run_with_pacing(
     ctx: &Context,
     source: &dyn Source,
     request: &FetchRequest,
-    policy: &FetchPolicy,
+    pacing: &Pacing,
 ) -> Result<FetchOutcome> {
     let mut checkpoint = load_checkpoint(ctx).await?;
     let mut outcome = FetchOutcome::default();
-    let first = with_retries(policy, "listing", &mut outcome.retries, || source.list()).await?;
+    let first = with_retries(pacing, "listing", &mut outcome.retries, || source.list()).await?;
 
     let missing: Vec<&String> = request
         .files
@@ -315,11 +245,11 @@ pub async fn run_with_policy(
     }
 
     // Second listing: only files unchanged since the first are settled.
-    if !policy.settle.is_zero() {
-        tokio::time::sleep(policy.settle).await;
+    if !pacing.settle.is_zero() {
+        tokio::time::sleep(pacing.settle).await;
     }
     let second: BTreeMap<String, RemoteFile> =
-        with_retries(policy, "listing", &mut outcome.retries, || source.list())
+        with_retries(pacing, "listing", &mut outcome.retries, || source.list())
             .await?
             .into_iter()
             .map(|f| (f.name.clone(), f))
@@ -352,7 +282,7 @@ pub async fn run_with_policy(
         }
         let metadata = metadata_for(source, &file);
         let key = raw_key_for(ctx, &file, &metadata).await?;
-        let result = with_retries(policy, &file.name, &mut outcome.retries, || {
+        let result = with_retries(pacing, &file.name, &mut outcome.retries, || {
             transfer(ctx, source, &file, &key, &metadata)
         })
         .await;
@@ -456,6 +386,7 @@ impl AsyncRead for Tap {
 mod tests {
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use async_trait::async_trait;
     use chrono::{DateTime, TimeZone, Utc};
@@ -463,6 +394,8 @@ mod tests {
 
     use super::*;
     use crate::adapters::LocalStore;
+    use crate::config::ConnectorConfig;
+    use crate::retry::RetryPolicy;
 
     /// A scripted source: each `list` pops the next listing (the last one
     /// repeats); `open` can be made to fail a number of times mid-stream.
@@ -567,12 +500,14 @@ mod tests {
         )
     }
 
-    fn quick(attempts: u32) -> FetchPolicy {
-        FetchPolicy {
+    fn quick(attempts: u32) -> Pacing {
+        Pacing {
             settle: Duration::ZERO,
-            attempts,
-            backoff: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(2),
+            retry: RetryPolicy {
+                attempts,
+                backoff: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(2),
+            },
         }
     }
 
@@ -591,14 +526,14 @@ mod tests {
             ],
             &[("a.pgp", b"aaa"), ("b.pgp", b"bbbb")],
         );
-        let first = run_with_policy(&ctx, &source, &FetchRequest::default(), &quick(1))
+        let first = run_with_pacing(&ctx, &source, &FetchRequest::default(), &quick(1))
             .await
             .unwrap();
         assert_eq!(first.fetched, vec!["raw/ice/a.pgp".to_string()]);
         assert_eq!(first.unsettled, vec!["b.pgp".to_string()]);
         assert!(ctx.store.head("raw/ice/b.pgp").await.unwrap().is_none());
 
-        let second = run_with_policy(&ctx, &source, &FetchRequest::default(), &quick(1))
+        let second = run_with_pacing(&ctx, &source, &FetchRequest::default(), &quick(1))
             .await
             .unwrap();
         assert_eq!(second.fetched, vec!["raw/ice/b.pgp".to_string()]);
@@ -617,7 +552,7 @@ mod tests {
             &[("big.pgp", &data)],
         );
         source.drops_left.store(2, Ordering::SeqCst);
-        let outcome = run_with_policy(&ctx, &source, &FetchRequest::default(), &quick(3))
+        let outcome = run_with_pacing(&ctx, &source, &FetchRequest::default(), &quick(3))
             .await
             .unwrap();
         assert_eq!(outcome.retries, 2);
@@ -638,7 +573,7 @@ mod tests {
             &[("big.pgp", &[1; 100])],
         );
         source.drops_left.store(5, Ordering::SeqCst);
-        let err = run_with_policy(&ctx, &source, &FetchRequest::default(), &quick(2))
+        let err = run_with_pacing(&ctx, &source, &FetchRequest::default(), &quick(2))
             .await
             .unwrap_err();
         assert!(retryable(&err), "{err}");
@@ -654,7 +589,7 @@ mod tests {
         let ctx = context(&dir);
         let mut source = Scripted::new(vec![vec![file("a.pgp", 1, 0)]], &[("a.pgp", b"a")]);
         source.refuse = true;
-        let err = run_with_policy(&ctx, &source, &FetchRequest::default(), &quick(5))
+        let err = run_with_pacing(&ctx, &source, &FetchRequest::default(), &quick(5))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("login rejected"), "{err}");
@@ -667,7 +602,7 @@ mod tests {
         let ctx = context(&dir);
         // Listed as 10 bytes, but only 4 arrive.
         let source = Scripted::new(vec![vec![file("a.pgp", 10, 0)]], &[("a.pgp", b"abcd")]);
-        let err = run_with_policy(&ctx, &source, &FetchRequest::default(), &quick(2))
+        let err = run_with_pacing(&ctx, &source, &FetchRequest::default(), &quick(2))
             .await
             .unwrap_err();
         assert!(
@@ -687,27 +622,10 @@ mod tests {
             files: vec!["a.pgp".into(), "nope.pgp".into()],
             ..Default::default()
         };
-        let err = run_with_policy(&ctx, &source, &request, &quick(1))
+        let err = run_with_pacing(&ctx, &source, &request, &quick(1))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("nope.pgp"), "{err}");
         assert!(ctx.store.list("raw/").await.unwrap().is_empty());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let policy = FetchPolicy {
-            settle: Duration::ZERO,
-            attempts: 5,
-            backoff: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(3),
-        };
-        let within = |d: Duration, base: u64| {
-            d >= Duration::from_secs(base) && d <= Duration::from_millis(base * 1250)
-        };
-        assert!(within(policy.pause(1), 1));
-        assert!(within(policy.pause(2), 2));
-        assert!(within(policy.pause(3), 3));
-        assert!(within(policy.pause(9), 3));
     }
 }
