@@ -252,8 +252,8 @@ fn archive_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
     };
     let first = base.connectors.first().cloned().unwrap_or_default();
     let mut value = serde_json::json!({
-        "firm": serde_json::to_value(&base.firm).map_err(|e| Error::Config(format!("settings: {e}")))?,
-        "first": serde_json::to_value(&first).map_err(|e| Error::Config(format!("settings: {e}")))?,
+        "firm": serde_json::to_value(&base.firm).map_err(Error::internal)?,
+        "first": serde_json::to_value(&first).map_err(Error::internal)?,
     });
     let set = |value: &mut serde_json::Value, path: &[&str], new: serde_json::Value| {
         let mut at = value;
@@ -659,12 +659,12 @@ impl Lambda {
             Function::Fetch => self.fetch(&event).await,
             Function::Import if event.get("rebuild_status").is_some() => {
                 let request = serde_json::from_value(event)
-                    .map_err(|e| Error::Config(format!("status request: {e}")))?;
+                    .map_err(|e| Error::Event(format!("status request: {e}")))?;
                 self.import(ImportEvent::Status(request)).await
             }
             Function::Import if event.get("export_rsmf").is_some() => {
                 let request: ExportEvent = serde_json::from_value(event)
-                    .map_err(|e| Error::Config(format!("export request: {e}")))?;
+                    .map_err(|e| Error::Event(format!("export request: {e}")))?;
                 self.export_rsmf(request.export_rsmf).await
             }
             Function::Import => self.import(ImportEvent::S3(parse_s3_event(event)?)).await,
@@ -678,7 +678,7 @@ impl Lambda {
     /// read strictly (a mistyped backfill fails, it never runs as a plain
     /// daily fetch).
     pub async fn fetch(&self, event: &serde_json::Value) -> Result<Response> {
-        let bytes = serde_json::to_vec(event).map_err(|e| Error::Config(e.to_string()))?;
+        let bytes = serde_json::to_vec(event).map_err(Error::internal)?;
         let request = function::parse_fetch_request(&bytes)?;
         tracing::info!(?request, "fetch");
         let mut response = function::invoke_fetch(&self.pipeline, &request).await?;
@@ -701,7 +701,7 @@ impl Lambda {
         for record in &event.records {
             let bucket = record.s3.bucket.name.as_deref().unwrap_or_default();
             if bucket != pipeline.bucket {
-                return Err(Error::Config(format!(
+                return Err(Error::Event(format!(
                     "event for bucket {bucket:?}; this function serves {:?}",
                     pipeline.bucket
                 )));
@@ -740,7 +740,7 @@ impl Lambda {
             (Some(day), None, None) => (day, day),
             (None, Some(since), Some(until)) if since <= until => (since, until),
             _ => {
-                return Err(Error::Config(
+                return Err(Error::Event(
                     "export request: give day, or since and until (since <= until)".into(),
                 ))
             }
@@ -832,7 +832,7 @@ pub fn parse_s3_event(mut event: serde_json::Value) -> Result<S3Event> {
             }
         }
     }
-    serde_json::from_value(event).map_err(|e| Error::Config(format!("not an S3 event: {e}")))
+    serde_json::from_value(event).map_err(|e| Error::Event(format!("not an S3 event: {e}")))
 }
 
 /// The day a stage's input object belongs to, as the stages file it.
@@ -882,7 +882,7 @@ pub async fn rebuild_status(
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !plain {
-            return Err(Error::Config(format!("status request: not a day: {day:?}")));
+            return Err(Error::Event(format!("status request: not a day: {day:?}")));
         }
     }
     let mut rebuilt = Vec::new();

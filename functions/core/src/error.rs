@@ -62,6 +62,17 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// An event no function consumes, or a malformed one (a test event
+    /// typed by hand, a notification of another bucket): fix the event.
+    #[error("event: {0}")]
+    Event(String),
+
+    /// A broken invariant of this program (a lock poisoned by a panic, a
+    /// value of its own that cannot be encoded, an adapter breaking its
+    /// port's contract): a bug to report, not the input's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error("object store: {key}: {reason}")]
     Store { key: String, reason: String },
 
@@ -113,6 +124,8 @@ impl Error {
             Error::Input(_) => "BadInput",
             Error::Secret { .. } => "Secret",
             Error::Config(_) => "Config",
+            Error::Event(_) => "BadEvent",
+            Error::Internal(_) => "Internal",
             Error::Store { .. } => "Store",
             Error::Mailbox { .. } => "Mailbox",
             Error::Io { .. } => "Io",
@@ -133,9 +146,16 @@ impl Error {
             Error::Input(_)
             | Error::Secret { .. }
             | Error::Config(_)
+            | Error::Event(_)
+            | Error::Internal(_)
             | Error::Mailbox { .. }
             | Error::Pgp(_) => false,
         }
+    }
+
+    /// [`Error::Internal`] from any failure (for `map_err`).
+    pub fn internal(error: impl fmt::Display) -> Self {
+        Error::Internal(error.to_string())
     }
 
     pub fn store(key: impl Into<String>, reason: impl fmt::Display) -> Self {

@@ -33,7 +33,7 @@ pub fn decode_key(encoded: &str) -> Result<String> {
     percent_decode_str(&encoded.replace('+', " "))
         .decode_utf8()
         .map(|k| k.into_owned())
-        .map_err(|e| Error::Config(format!("S3 event key {encoded:?} is not UTF-8: {e}")))
+        .map_err(|e| Error::Event(format!("S3 event key {encoded:?} is not UTF-8: {e}")))
 }
 
 /// An `ObjectCreated:Put` notification for each key, as S3 sends it.
@@ -73,7 +73,7 @@ pub fn object_keys(event: &S3Event) -> Result<Vec<String>> {
                 .object
                 .key
                 .as_deref()
-                .ok_or_else(|| Error::Config("S3 event record without an object key".into()))?;
+                .ok_or_else(|| Error::Event("S3 event record without an object key".into()))?;
             decode_key(key)
         })
         .collect()

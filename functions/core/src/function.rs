@@ -109,8 +109,8 @@ pub async fn invoke(pipeline: &Pipeline, function: Function, event: &[u8]) -> Re
     if function == Function::Fetch {
         return invoke_fetch(pipeline, &parse_fetch_request(event)?).await;
     }
-    let event: S3Event = serde_json::from_slice(event)
-        .map_err(|e| Error::Config(format!("not an S3 event: {e}")))?;
+    let event: S3Event =
+        serde_json::from_slice(event).map_err(|e| Error::Event(format!("not an S3 event: {e}")))?;
     invoke_s3(pipeline, function, &event).await
 }
 
@@ -120,9 +120,9 @@ pub async fn invoke(pipeline: &Pipeline, function: Function, event: &[u8]) -> Re
 /// running as a plain daily fetch.
 pub fn parse_fetch_request(event: &[u8]) -> Result<FetchRequest> {
     let value: serde_json::Value = serde_json::from_slice(event)
-        .map_err(|e| Error::Config(format!("fetch event is not JSON: {e}")))?;
+        .map_err(|e| Error::Event(format!("fetch event is not JSON: {e}")))?;
     let serde_json::Value::Object(fields) = &value else {
-        return Err(Error::Config("fetch event is not a JSON object".into()));
+        return Err(Error::Event("fetch event is not a JSON object".into()));
     };
     if fields.contains_key("detail-type") {
         return Ok(FetchRequest::default());
@@ -131,11 +131,11 @@ pub fn parse_fetch_request(event: &[u8]) -> Result<FetchRequest> {
         .keys()
         .find(|k| !matches!(k.as_str(), "since" | "until" | "files"))
     {
-        return Err(Error::Config(format!(
+        return Err(Error::Event(format!(
             "fetch event: unknown field {unknown:?} (expected since, until, files)"
         )));
     }
-    serde_json::from_value(value).map_err(|e| Error::Config(format!("fetch event: {e}")))
+    serde_json::from_value(value).map_err(|e| Error::Event(format!("fetch event: {e}")))
 }
 
 /// Fetches from every connector's source.
@@ -156,14 +156,14 @@ pub async fn invoke_s3(
     event: &S3Event,
 ) -> Result<Response> {
     let Some(stage) = function.stage() else {
-        return Err(Error::Config(format!(
+        return Err(Error::Event(format!(
             "{function:?} is not started by S3 events"
         )));
     };
     let keys_of_event = object_keys(event)?;
     for key in &keys_of_event {
         if Stage::for_key(key) != Some(stage) {
-            return Err(Error::Config(format!(
+            return Err(Error::Event(format!(
                 "{function:?} does not consume {key:?}"
             )));
         }

@@ -273,7 +273,7 @@ impl Pipeline {
             let result = match Stage::for_key(&key) {
                 Some(Stage::Decrypt) => {
                     let keys = keys
-                        .ok_or_else(|| Error::Config("decryption keys were not loaded".into()))?;
+                        .ok_or_else(|| Error::Internal("decryption keys were not loaded".into()))?;
                     StageResult::Decrypted(decrypt::run(&self.ctx, keys, &key).await?)
                 }
                 Some(Stage::Convert) => {
@@ -389,7 +389,7 @@ impl Pipeline {
             raw_key: raw_key.to_string(),
             sha256: info.sha256,
         };
-        let json = serde_json::to_vec(&marker).map_err(|e| Error::Config(e.to_string()))?;
+        let json = serde_json::to_vec(&marker).map_err(Error::internal)?;
         self.ctx
             .store
             .put_bytes(&self.done_key(raw_key), json, &Metadata::new())

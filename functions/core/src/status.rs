@@ -416,7 +416,7 @@ pub async fn rebuild_day(store: &dyn ObjectStore, connector: &str, day: &str) ->
     let items: Vec<ItemRecord> = read_json_objects(store, &format!("{prefix}items/")).await?;
     let sources: Vec<SourceRecord> = read_json_objects(store, &format!("{prefix}sources/")).await?;
     let status = DayStatus::from_records(connector, day, &items, sources);
-    let json = serde_json::to_vec_pretty(&status).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&status).map_err(Error::internal)?;
     store
         .put_bytes(&format!("{prefix}status.json"), json, &Metadata::new())
         .await?;
@@ -643,7 +643,7 @@ pub async fn read_item(
 /// over the import's outcome. Whether this call wrote it.
 pub async fn create_item(store: &dyn ObjectStore, record: &ItemRecord) -> Result<bool> {
     let key = item_key(&record.connector, &record.day, &record.item_id);
-    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(record).map_err(Error::internal)?;
     store.put_if(&key, json, &Metadata::new(), None).await
 }
 
@@ -681,7 +681,7 @@ pub async fn update_item(
         if previous.as_ref() == Some(&record) {
             return Ok(record);
         }
-        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Config(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&record).map_err(Error::internal)?;
         if store.put_if(&key, json, &Metadata::new(), version).await? {
             return Ok(record);
         }
@@ -698,7 +698,7 @@ pub async fn update_item(
 
 pub async fn write_item(store: &dyn ObjectStore, record: &ItemRecord) -> Result<()> {
     let key = item_key(&record.connector, &record.day, &record.item_id);
-    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(record).map_err(Error::internal)?;
     store.put_bytes(&key, json, &Metadata::new()).await?;
     Ok(())
 }
@@ -710,7 +710,7 @@ pub async fn write_source(
     record: &SourceRecord,
 ) -> Result<()> {
     let id = crate::mail::item_id(connector, &["source", &record.key]);
-    let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(record).map_err(Error::internal)?;
     store
         .put_bytes(&source_key(connector, day, &id), json, &Metadata::new())
         .await?;

@@ -95,7 +95,7 @@ impl MaildirSink {
 }
 
 fn poisoned() -> Error {
-    Error::Config("maildir index lock poisoned by an earlier panic".into())
+    Error::Internal("maildir index lock poisoned by an earlier panic".into())
 }
 
 /// The unique part of every message file in `new/` and `cur/`.

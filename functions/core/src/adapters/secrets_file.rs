@@ -45,7 +45,7 @@ impl SecretsFile {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(context(), e))?;
         }
-        let json = serde_json::to_vec_pretty(content).map_err(|e| Error::Config(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(content).map_err(Error::internal)?;
         let tmp = self.path.with_extension("tmp");
         write_private(&tmp, &json).map_err(|e| Error::io(context(), e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(context(), e))

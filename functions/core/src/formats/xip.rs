@@ -583,8 +583,7 @@ where
         created: Utc::now(),
         entries,
     };
-    let manifest_bytes =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(e.to_string()))?;
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
     let write_err = |e: &dyn std::fmt::Display| Error::Config(format!("writing XIP: {e}"));
     zip.start_file(MANIFEST, options)
         .map_err(|e| write_err(&e))?;

@@ -863,7 +863,7 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
     metadata.insert(lineage::STAGE.into(), "convert".into());
     let mail_key = keys::mail(&side.connector, &day, &side.item_id);
     let sidecar_key = keys::sidecar(&side.connector, &day, &side.item_id);
-    let json = serde_json::to_vec_pretty(side).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(side).map_err(Error::internal)?;
     if !(recovered && store.head(&mail_key).await?.is_some()) {
         store.put_bytes(&mail_key, mail.raw, &metadata).await?;
     }

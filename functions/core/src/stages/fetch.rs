@@ -62,7 +62,7 @@ pub async fn fetched_files(ctx: &Context) -> Result<BTreeSet<RemoteFile>> {
 }
 
 async fn save_checkpoint(ctx: &Context, checkpoint: &Checkpoint) -> Result<()> {
-    let json = serde_json::to_vec_pretty(checkpoint).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(checkpoint).map_err(Error::internal)?;
     ctx.store
         .put_bytes(&keys::checkpoint(&ctx.config.name), json, &Metadata::new())
         .await?;

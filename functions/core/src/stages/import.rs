@@ -23,7 +23,7 @@ pub async fn load_mapping(ctx: &Context) -> Result<MappingTable> {
     for problem in &problems {
         tracing::warn!(problem = %problem, "mapping CSV row skipped");
     }
-    let json = serde_json::to_vec_pretty(&problems).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&problems).map_err(Error::internal)?;
     let report = format!("reports/{}/mapping/problems.json", ctx.config.name);
     ctx.store.put_bytes(&report, json, &Metadata::new()).await?;
     Ok(table)
@@ -124,7 +124,7 @@ async fn deliver_chunk(
         let mut targets = Vec::with_capacity(mail.mailboxes.len());
         for (mailbox, im_ids) in mail.mailboxes {
             let outcome = outcomes.next().ok_or_else(|| {
-                Error::Config("the mailbox sink returned fewer outcomes than deliveries".into())
+                Error::Internal("the mailbox sink returned fewer outcomes than deliveries".into())
             })?;
             let (state, reason) = match outcome {
                 DeliveryOutcome::Delivered => (TargetState::Imported, None),
