@@ -781,9 +781,34 @@ async fn a_stage_answers_through_the_lambda_runtime_api() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert!(
-        lines.iter().any(|l| l["fields"]["message"] == "decrypted"),
+    // The audit line of the outcome, with its fixed fields; and the
+    // invocation's request id on every line it logged.
+    let audit: Vec<&Value> = lines.iter().filter(|l| l["target"] == "audit").collect();
+    assert_eq!(audit.len(), 1, "{logs}");
+    let fields = &audit[0]["fields"];
+    assert_eq!(
+        (
+            &fields["connector"],
+            &fields["stage"],
+            &fields["key"],
+            &fields["outcome"]
+        ),
+        (
+            &json!("ice"),
+            &json!("decrypt"),
+            &json!("raw/ice/ACME_2026-11-20.xml.pgp"),
+            &json!("decrypted")
+        ),
         "{logs}"
+    );
+    let request_ids: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l.get("fields").is_some())
+        .map(|l| l["span"]["request_id"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        request_ids.len() == 1 && !request_ids.contains(""),
+        "every line names the one invocation: {request_ids:?}\n{logs}"
     );
     assert!(
         !logs.contains(FIRM_PASSPHRASE) && !logs.contains("PRIVATE KEY"),

@@ -441,7 +441,8 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(false)
+        // The invocation's span (request id, function) on every line.
+        .with_current_span(true)
         .with_span_list(false)
         .with_ansi(false)
         .try_init();
@@ -461,31 +462,44 @@ pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime
     let in_flight: InFlight = Arc::default();
     tokio::spawn(stop_on_sigterm(function, in_flight.clone()));
     let handler = move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-        let lambda = lambda.clone();
-        let in_flight = in_flight.clone();
-        async move {
-            let request_id = event.context.request_id.clone();
-            let _marked = InFlightMark::new(&in_flight, &request_id);
-            let left = time_left(event.context.deadline(), margin);
-            tracing::info!(function = function.name(), request_id = %request_id, budget_ms = left.map(|l| l.as_millis() as u64), "invocation");
-            let work = lambda.handle(function, event.payload);
-            let response = match left {
-                None => work.await,
-                Some(left) => tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
-                    Err(Error::Timeout {
-                        operation: format!("{} invocation", function.name()),
-                        after: left,
-                    })
-                }),
-            };
-            if let Err(e) = &response {
-                tracing::error!(function = ?function, request_id = %request_id, kind = e.kind(), retryable = e.retryable(), error = %e, "failed");
-            }
-            crate::metrics::emit(function, &lambda.pipeline.ctx.config.name, &response);
-            response.map_err(diagnostic)
-        }
+        let span = tracing::info_span!(
+            "invocation",
+            request_id = %event.context.request_id,
+            function = function.name()
+        );
+        let invocation = invocation(lambda.clone(), function, event, margin, in_flight.clone());
+        tracing::Instrument::instrument(invocation, span)
     };
     lambda_runtime::run(lambda_runtime::service_fn(handler)).await
+}
+
+/// One invocation: the event handled within the time it has, the failure
+/// logged by kind, the metrics line written.
+async fn invocation(
+    lambda: Arc<Lambda>,
+    function: Function,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+    margin: Duration,
+    in_flight: InFlight,
+) -> std::result::Result<Response, lambda_runtime::Diagnostic> {
+    let _marked = InFlightMark::new(&in_flight, &event.context.request_id);
+    let left = time_left(event.context.deadline(), margin);
+    tracing::info!(budget_ms = left.map(|l| l.as_millis() as u64), "invocation");
+    let work = lambda.handle(function, event.payload);
+    let response = match left {
+        None => work.await,
+        Some(left) => tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                operation: format!("{} invocation", function.name()),
+                after: left,
+            })
+        }),
+    };
+    if let Err(e) = &response {
+        tracing::error!(kind = e.kind(), retryable = e.retryable(), error = %e, "failed");
+    }
+    crate::metrics::emit(function, &lambda.pipeline.ctx.config.name, &response);
+    response.map_err(diagnostic)
 }
 
 /// The request id of the invocation being handled, if any.

@@ -13,6 +13,7 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod config;

@@ -253,12 +253,12 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         };
         status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
     }
-    tracing::info!(
+    crate::audit::converted(
+        &config.name,
         plain_key,
-        mails = outcome.sidecars.len(),
-        quarantined = outcome.quarantined.len(),
-        day = %outcome.day,
-        "converted"
+        &outcome.day,
+        outcome.sidecars.len(),
+        outcome.quarantined.len(),
     );
     Ok(outcome)
 }
@@ -280,10 +280,7 @@ async fn wait_for_first_part(
         problem: Some("split file: waiting for part 1".into()),
     };
     status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
-    tracing::info!(
-        plain_key,
-        "part of a split file before its first part: waiting"
-    );
+    crate::audit::waiting(&config.name, "convert", plain_key, "split file: part 1");
     Ok(ConvertOutcome {
         days: vec![day.clone()],
         day,
@@ -438,7 +435,7 @@ async fn wait_for_attachments(
         problem: Some(reason.clone()),
     };
     status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
-    tracing::info!(plain_key, reason, "waiting for attachments");
+    crate::audit::waiting(&config.name, "convert", plain_key, &reason);
     Ok(ConvertOutcome {
         days: vec![day.clone()],
         day,

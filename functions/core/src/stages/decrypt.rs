@@ -118,7 +118,7 @@ pub async fn run(
     let signature_key = format!("{raw_key}{DETACHED_SIGNATURE}");
     let has_signature = ctx.store.head(&signature_key).await?.is_some();
     if !has_signature && requires_detached_signature(&config) {
-        tracing::info!(raw_key, "waiting for the detached signature");
+        crate::audit::waiting(&config.name, "decrypt", raw_key, "the detached signature");
         return Ok(DecryptOutcome::AwaitingSignature {
             raw_key: raw_key.to_string(),
         });
@@ -161,12 +161,7 @@ pub async fn run(
     match result {
         Ok(signature) => {
             clear_earlier_failure(ctx, &config.name, raw_key).await?;
-            tracing::info!(
-                raw_key,
-                plain_key,
-                signature = signature.as_str(),
-                "decrypted"
-            );
+            crate::audit::decrypted(&config.name, raw_key, &plain_key, signature.as_str());
             Ok(DecryptOutcome::Decrypted {
                 plain_key,
                 signature,

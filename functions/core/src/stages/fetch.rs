@@ -157,7 +157,7 @@ async fn raw_key_for(ctx: &Context, file: &RemoteFile, metadata: &Metadata) -> R
                 file.size
             );
             let versioned = keys::raw_version(&key, &version);
-            tracing::warn!(file = %file.name, key, versioned, "another version of a file already fetched: kept beside it");
+            crate::audit::kept_beside(&ctx.config.name, &versioned, &file.name, &key);
             Ok(versioned)
         }
         _ => Ok(key),
@@ -294,12 +294,12 @@ pub async fn run_with_pacing(
             // Refused for this file (permission, a name we do not take...):
             // the others still go.
             Err(e) => {
-                tracing::error!(file = %file.name, error = %e, "not fetched");
+                crate::audit::not_fetched(&ctx.config.name, &file.name, &e);
                 failures.push(e.to_string());
                 continue;
             }
         };
-        tracing::info!(file = %file.name, key, size = info.size, sha256 = %info.sha256, "fetched");
+        crate::audit::fetched(&ctx.config.name, &key, &file.name, info.size, &info.sha256);
         // The checkpoint moves only once the object is committed.
         checkpoint.fetched.retain(|f| f.name != file.name);
         checkpoint.fetched.insert(file);

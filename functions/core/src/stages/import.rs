@@ -176,7 +176,13 @@ async fn settle_and_write(
         },
     )
     .await?;
-    tracing::info!(item = %record.item_id, state = ?record.state, targets = record.targets.len(), "imported");
+    crate::audit::imported(
+        &record.connector,
+        &keys::sidecar(&record.connector, &record.day, &record.item_id),
+        &record.item_id,
+        &record.state,
+        record.targets.len(),
+    );
     Ok(record)
 }
 

@@ -78,6 +78,7 @@ async fn write_reason(
     store
         .put_bytes(&format!("{target}.reason.json"), json, &Metadata::new())
         .await?;
-    tracing::warn!(key, stage, quarantine = target, error = %error, "quarantined");
+    let connector = super::keys::connector_of(key).unwrap_or_default();
+    crate::audit::quarantined(connector, stage, key, target, error);
     Ok(())
 }
