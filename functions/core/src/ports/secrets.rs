@@ -57,6 +57,8 @@ pub mod fields {
     pub const SSH_PRIVATE_KEY: &str = "ssh_private_key";
     pub const SSH_PUBLIC_KEY: &str = "ssh_public_key";
     pub const SSH_HOST_KEY: &str = "ssh_host_key";
+    /// Passphrase of an encrypted `ssh_private_key`.
+    pub const SSH_KEY_PASSPHRASE: &str = "ssh_key_passphrase";
     pub const PGP_PRIVATE_KEY: &str = "pgp_private_key";
     pub const PGP_PASSPHRASE: &str = "pgp_passphrase";
     /// After a key rotation, the firm's key before it, kept until every
