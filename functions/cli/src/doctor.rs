@@ -9,7 +9,7 @@ use chat_archive_core::mapping::MappingTable;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline};
 use chat_archive_core::ports::secrets::fields;
 use chat_archive_core::ports::Metadata;
-use chat_archive_core::stages::{decrypt, keys};
+use chat_archive_core::stages::decrypt;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -307,7 +307,9 @@ fn key_expiry(
 fn last_run(layout: &LocalLayout, connector: &str, now: chrono::DateTime<chrono::Utc>) -> Finding {
     let advice = "run `chat-archive run --strict` daily from cron or a systemd timer (on AWS \
                   the EventBridge schedule starts fetch)";
-    let checkpoint = layout.store().join(keys::checkpoint(connector));
+    let checkpoint = layout
+        .store()
+        .join(chat_archive_core::layout::checkpoint(connector));
     let Ok(modified) = std::fs::metadata(&checkpoint).and_then(|m| m.modified()) else {
         return Finding::Ok(format!("no run on record yet: {advice}"));
     };

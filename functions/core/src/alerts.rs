@@ -150,7 +150,7 @@ async fn missing_days(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<Alert>> {
     while day <= last_due {
         let prefix = format!(
             "{}sources/",
-            status::day_prefix(connector, &day.to_string())
+            crate::layout::report_day_prefix(connector, &day.to_string())
         );
         if store.list(&prefix).await?.is_empty() {
             alerts.push(Alert::new(
@@ -237,7 +237,7 @@ async fn waiting_in_quarantine(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<
     let connector = &ctx.config.name;
     for stage in ["raw", "plain"] {
         for key in store
-            .list(&format!("quarantine/{stage}/{connector}/"))
+            .list(&crate::layout::quarantine_prefix(stage, connector))
             .await?
         {
             if key.ends_with(".reason.json") {

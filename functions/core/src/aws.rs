@@ -773,7 +773,8 @@ impl Lambda {
             out: dir.path().to_path_buf(),
         };
         let written = crate::rsmf::export::export(ctx.store.as_ref(), &ctx.config, &export).await?;
-        let mut prefix = format!("exports/{}/{since}_{until}", ctx.config.name);
+        let mut prefix =
+            crate::layout::export_prefix(&ctx.config.name, &since.to_string(), &until.to_string());
         if let Some(custodian) = &request.custodian {
             prefix.push('_');
             prefix.push_str(&custodian.replace(
@@ -814,7 +815,12 @@ impl Lambda {
                     ],
                     written: days
                         .iter()
-                        .map(|d| format!("{}status.json", status::day_prefix(&d.connector, &d.day)))
+                        .map(|d| {
+                            format!(
+                                "{}status.json",
+                                crate::layout::report_day_prefix(&d.connector, &d.day)
+                            )
+                        })
                         .collect(),
                     days: days.into_iter().map(|d| d.day).collect(),
                     ..Default::default()
@@ -859,7 +865,7 @@ fn day_of_key(key: &str) -> Option<String> {
 }
 
 fn dirty_prefix(connector: &str) -> String {
-    format!("state/{connector}/status-dirty/")
+    crate::layout::status_dirty_prefix(connector)
 }
 
 /// Marks a connector's days for the next status rebuild (one empty object
@@ -912,7 +918,7 @@ pub async fn rebuild_status(
             }
         } else {
             for day in days {
-                let records = status::day_prefix(&connector, day);
+                let records = crate::layout::report_day_prefix(&connector, day);
                 if !store.list(&records).await?.is_empty() {
                     chosen.push(day.clone());
                 }

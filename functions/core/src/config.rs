@@ -171,7 +171,7 @@ impl ConnectorConfig {
             output: Output::Mail,
             signature_policy: SignaturePolicy::Optional,
             auto_mapping: true,
-            mapping_csv: format!("config/{name}/mapping.csv"),
+            mapping_csv: crate::layout::mapping_csv(&name),
             secret: String::new(),
             flags: vec!["\\Seen".into()],
             disclaimer: String::new(),
@@ -489,7 +489,7 @@ mod legacy {
             read_section("ice", ice).map_err(|e| e.replace("connectors.ice", "ice"))?;
         ice_config.name = name.clone();
         if ice_config.mapping_csv == "config/ice/mapping.csv" {
-            ice_config.mapping_csv = format!("config/{name}/mapping.csv");
+            ice_config.mapping_csv = crate::layout::mapping_csv(&name);
         }
         let xip_name = old_xip.name.unwrap_or_else(|| "xip".into());
         let mut xip = ConnectorConfig::of_kind(ConnectorKind::Xip, &xip_name);

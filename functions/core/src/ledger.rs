@@ -149,7 +149,7 @@ impl Ledger {
 /// Where the ledger of a conversation-day in a folder lives.
 pub fn key(connector: &str, folder: &str, day: NaiveDate, conversation_id: &str) -> String {
     let id = item_id(connector, &["ledger", folder, conversation_id]);
-    format!("state/{connector}/events/{day}/{id}.json")
+    crate::layout::ledger_entry(connector, &day.to_string(), &id)
 }
 
 /// A mail to build: its item id and the positions of its events in the
@@ -304,7 +304,7 @@ pub struct Rebuilt {
 /// Idempotent: mails a ledger already names are left alone.
 pub async fn rebuild(store: &dyn ObjectStore, connector: &str) -> Result<Rebuilt> {
     let mut rebuilt = Rebuilt::default();
-    for sidecar_key in store.list(&format!("mail/{connector}/")).await? {
+    for sidecar_key in store.list(&crate::layout::mail_prefix(connector)).await? {
         if !sidecar_key.ends_with(".json") {
             continue;
         }
@@ -318,7 +318,7 @@ pub async fn rebuild(store: &dyn ObjectStore, connector: &str) -> Result<Rebuilt
         }
     }
     rebuilt.ledgers = store
-        .list(&format!("state/{connector}/events/"))
+        .list(&crate::layout::ledger_prefix(connector))
         .await?
         .len() as u64;
     Ok(rebuilt)
@@ -331,7 +331,7 @@ async fn rebuild_one(store: &dyn ObjectStore, sidecar_key: &str) -> Result<bool>
             .map_err(|e| Error::store(sidecar_key, format!("not a mail sidecar: {e}")))?;
     let day_text = sidecar.day.to_string();
     let raw = store
-        .get_bytes(&crate::stages::keys::mail(
+        .get_bytes(&crate::layout::mail(
             &sidecar.connector,
             &day_text,
             &sidecar.item_id,

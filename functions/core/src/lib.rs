@@ -23,6 +23,7 @@ pub mod events;
 pub mod formats;
 pub mod function;
 pub mod keygen;
+pub mod layout;
 pub mod ledger;
 pub mod mail;
 pub mod mapping;

@@ -16,7 +16,7 @@ use crate::error::{Error, InputError, Result};
 use crate::events::{object_keys, s3_put_event, FetchRequest};
 use crate::mapping::{Mapper, MappingTable};
 use crate::ports::{MailboxSink, Metadata, SecretStore, Source};
-use crate::stages::{self, convert, decrypt, fetch, import, Context, Stage};
+use crate::stages::{convert, decrypt, fetch, import, Context, Stage};
 use crate::status::{self, DayStatus, ItemRecord, ItemState};
 
 /// Mails per import event in local runs.
@@ -219,7 +219,7 @@ impl Pipeline {
 
     fn done_key(&self, raw_key: &str) -> String {
         let id = crate::mail::item_id(&self.ctx.config.name, &["done", raw_key]);
-        format!("state/{}/done/{id}.json", self.ctx.config.name)
+        crate::layout::done_marker(&self.ctx.config.name, &id)
     }
 
     /// Raw objects not yet carried through (new, changed, or left half-way by
@@ -229,7 +229,7 @@ impl Pipeline {
         let mut pending = Vec::new();
         let mut raw_keys = Vec::new();
         for config in self.ctx.connectors.iter() {
-            raw_keys.extend(store.list(&format!("raw/{}/", config.name)).await?);
+            raw_keys.extend(store.list(&crate::layout::raw_prefix(&config.name)).await?);
         }
         for key in raw_keys {
             let Some(info) = store.head(&key).await? else {
@@ -413,7 +413,7 @@ impl Pipeline {
         progress.files_to_process(pending.len());
         let mut days = BTreeMap::new();
         for config in self.ctx.connectors.iter() {
-            let prefix = format!("raw/{}/", config.name);
+            let prefix = crate::layout::raw_prefix(&config.name);
             let files: Vec<&String> = pending.iter().filter(|k| k.starts_with(&prefix)).collect();
             let Some(first) = files.first() else {
                 continue;
@@ -490,9 +490,6 @@ pub fn reached_a_mailbox(state: ItemState) -> bool {
         ItemState::Imported | ItemState::PartiallyImported | ItemState::SkippedDuplicate
     )
 }
-
-/// Re-exported for callers that only know the stages module path.
-pub use stages::keys as object_keys_layout;
 
 /// Whether a path looks like a data directory made by this tool.
 pub fn is_data_dir(path: &Path) -> bool {

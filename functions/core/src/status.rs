@@ -12,24 +12,13 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::ports::{Metadata, ObjectStore};
 
 /// The day an item belongs to, or `undated` for a file whose day is unknown.
 pub fn day_label(day: Option<NaiveDate>) -> String {
     day.map(|d| d.to_string())
         .unwrap_or_else(|| "undated".into())
-}
-
-pub fn day_prefix(connector: &str, day: &str) -> String {
-    format!("reports/{connector}/{day}/")
-}
-
-pub fn item_key(connector: &str, day: &str, item_id: &str) -> String {
-    format!("{}items/{item_id}.json", day_prefix(connector, day))
-}
-
-pub fn source_key(connector: &str, day: &str, source_id: &str) -> String {
-    format!("{}sources/{source_id}.json", day_prefix(connector, day))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,7 +401,7 @@ async fn read_json_objects<T: serde::de::DeserializeOwned>(
 
 /// Folds a day's records into `status.json` and `status.csv` and returns it.
 pub async fn rebuild_day(store: &dyn ObjectStore, connector: &str, day: &str) -> Result<DayStatus> {
-    let prefix = day_prefix(connector, day);
+    let prefix = layout::report_day_prefix(connector, day);
     let items: Vec<ItemRecord> = read_json_objects(store, &format!("{prefix}items/")).await?;
     let sources: Vec<SourceRecord> = read_json_objects(store, &format!("{prefix}sources/")).await?;
     let status = DayStatus::from_records(connector, day, &items, sources);
@@ -432,7 +421,7 @@ pub async fn rebuild_day(store: &dyn ObjectStore, connector: &str, day: &str) ->
 
 /// The days that have a status log, newest last.
 pub async fn days(store: &dyn ObjectStore, connector: &str) -> Result<Vec<String>> {
-    let prefix = format!("reports/{connector}/");
+    let prefix = layout::reports_prefix(connector);
     let days: BTreeSet<String> = store
         .list(&prefix)
         .await?
@@ -628,7 +617,7 @@ pub async fn read_item(
     day: &str,
     item_id: &str,
 ) -> Result<Option<ItemRecord>> {
-    let key = item_key(connector, day, item_id);
+    let key = layout::item_record(connector, day, item_id);
     if store.head(&key).await?.is_none() {
         return Ok(None);
     }
@@ -642,7 +631,7 @@ pub async fn read_item(
 /// so a replayed convert racing the item's import can never put "pending"
 /// over the import's outcome. Whether this call wrote it.
 pub async fn create_item(store: &dyn ObjectStore, record: &ItemRecord) -> Result<bool> {
-    let key = item_key(&record.connector, &record.day, &record.item_id);
+    let key = layout::item_record(&record.connector, &record.day, &record.item_id);
     let json = serde_json::to_vec_pretty(record).map_err(Error::internal)?;
     store.put_if(&key, json, &Metadata::new(), None).await
 }
@@ -664,7 +653,7 @@ pub async fn update_item(
     item_id: &str,
     next: impl Fn(Option<&ItemRecord>) -> ItemRecord,
 ) -> Result<ItemRecord> {
-    let key = item_key(connector, day, item_id);
+    let key = layout::item_record(connector, day, item_id);
     for _ in 0..UPDATE_ATTEMPTS {
         let current = store.get_versioned(&key).await?;
         let (previous, version) = match &current {
@@ -697,7 +686,7 @@ pub async fn update_item(
 }
 
 pub async fn write_item(store: &dyn ObjectStore, record: &ItemRecord) -> Result<()> {
-    let key = item_key(&record.connector, &record.day, &record.item_id);
+    let key = layout::item_record(&record.connector, &record.day, &record.item_id);
     let json = serde_json::to_vec_pretty(record).map_err(Error::internal)?;
     store.put_bytes(&key, json, &Metadata::new()).await?;
     Ok(())
@@ -712,7 +701,11 @@ pub async fn write_source(
     let id = crate::mail::item_id(connector, &["source", &record.key]);
     let json = serde_json::to_vec_pretty(record).map_err(Error::internal)?;
     store
-        .put_bytes(&source_key(connector, day, &id), json, &Metadata::new())
+        .put_bytes(
+            &layout::source_record(connector, day, &id),
+            json,
+            &Metadata::new(),
+        )
         .await?;
     Ok(())
 }

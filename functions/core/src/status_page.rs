@@ -63,7 +63,7 @@ pub async fn quarantined(store: &dyn ObjectStore, connectors: &[&str]) -> Result
         for stage in ["raw", "plain"] {
             keys.extend(
                 store
-                    .list(&format!("quarantine/{stage}/{connector}/"))
+                    .list(&crate::layout::quarantine_prefix(stage, connector))
                     .await?,
             );
         }

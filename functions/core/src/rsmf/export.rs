@@ -16,11 +16,11 @@ use crate::config::{ConnectorConfig, ConnectorKind};
 use crate::error::{Error, Result};
 use crate::formats::ice::IceReader;
 use crate::formats::payload;
+use crate::layout;
 use crate::ledger::{self, Ledger};
 use crate::mail::{transcript::Transcript, Lineage};
 use crate::model::{ChatEvent, Conversation};
 use crate::ports::ObjectStore;
-use crate::stages::keys;
 
 /// What to export.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub async fn export(
     let mut written = Vec::new();
     let mut day = request.since;
     while day <= request.until {
-        let prefix = format!("state/{}/events/{day}/", config.name);
+        let prefix = crate::layout::ledger_day_prefix(&config.name, &day.to_string());
         for key in store.list(&prefix).await? {
             let Some((ledger, _)) = ledger::load(store, &key).await? else {
                 continue;
@@ -179,7 +179,7 @@ async fn read_plain(store: &dyn ObjectStore, key: &str) -> Result<Vec<Conversati
                 .list(base)
                 .await?
                 .into_iter()
-                .filter_map(|k| keys::split_part(&k).map(|(_, n)| (n, k.clone())))
+                .filter_map(|k| layout::split_part(&k).map(|(_, n)| (n, k.clone())))
                 .collect();
             numbered.sort();
             numbered.into_iter().map(|(_, k)| k).collect()

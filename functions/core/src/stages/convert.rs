@@ -14,11 +14,12 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use super::{keys, lineage, quarantine, quarantine_conversation, Context};
+use super::{lineage, quarantine, quarantine_conversation, Context};
 use crate::config::{ConnectorConfig, Granularity};
 use crate::error::{Error, InputError, Place, Result};
 use crate::formats::ice::{BadConversation, IceReader, ReadError, UNEXPECTED_EOF};
 use crate::formats::{attachments, payload, xip};
+use crate::layout;
 use crate::ledger::{self, Ledger, LedgerPart};
 use crate::mail::{self, build_mail, events_by_day, BuiltMail, Continuation, Lineage, MailPart};
 use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
@@ -75,14 +76,14 @@ struct SplitFile {
 
 impl SplitFile {
     async fn find(store: &dyn ObjectStore, plain_key: &str) -> Result<Option<SplitFile>> {
-        let Some((base, _)) = keys::split_part(plain_key) else {
+        let Some((base, _)) = layout::split_part(plain_key) else {
             return Ok(None);
         };
         let mut numbered: Vec<(u32, String)> = store
             .list(base)
             .await?
             .into_iter()
-            .filter_map(|key| match keys::split_part(&key) {
+            .filter_map(|key| match layout::split_part(&key) {
                 Some((b, n)) if b == base => Some((n, key)),
                 _ => None,
             })
@@ -381,7 +382,7 @@ async fn first_seen(
     plain_key: &str,
 ) -> Result<chrono::DateTime<chrono::Utc>> {
     let id = mail::item_id(&config.name, &["attachments-wait", plain_key]);
-    let key = format!("state/{}/attachments-wait/{id}", config.name);
+    let key = layout::attachment_wait(&config.name, &id);
     let recorded = |text: &[u8]| {
         std::str::from_utf8(text)
             .ok()
@@ -673,7 +674,7 @@ impl Archivist {
             share.items += 1;
             let recovered = !claimed.contains(&part.item_id);
             if recovered {
-                let sidecar = keys::sidecar(&config.name, &day.to_string(), &part.item_id);
+                let sidecar = layout::sidecar(&config.name, &day.to_string(), &part.item_id);
                 if self.runtime.block_on(self.store.head(&sidecar))?.is_some() {
                     self.send(Output::Written(sidecar))?;
                     continue;
@@ -858,8 +859,8 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
     metadata.insert(lineage::RAW_KEY.into(), side.lineage.raw_key.clone());
     metadata.insert(lineage::RAW_SHA256.into(), side.lineage.raw_sha256.clone());
     metadata.insert(lineage::STAGE.into(), "convert".into());
-    let mail_key = keys::mail(&side.connector, &day, &side.item_id);
-    let sidecar_key = keys::sidecar(&side.connector, &day, &side.item_id);
+    let mail_key = layout::mail(&side.connector, &day, &side.item_id);
+    let sidecar_key = layout::sidecar(&side.connector, &day, &side.item_id);
     let json = serde_json::to_vec_pretty(side).map_err(Error::internal)?;
     if !(recovered && store.head(&mail_key).await?.is_some()) {
         store.put_bytes(&mail_key, mail.raw, &metadata).await?;

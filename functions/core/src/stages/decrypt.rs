@@ -5,12 +5,13 @@
 use pgp::types::Password;
 use tokio_util::io::SyncIoBridge;
 
-use super::{keys, lineage, pipe::pipe, quarantine, Context};
+use super::{lineage, pipe::pipe, quarantine, Context};
 use crate::config::{ConnectorConfig, ConnectorKind};
 use crate::crypto::{self, DecryptKeys, SignaturePolicy};
 use crate::error::{Error, InputError, Result};
 use crate::formats::payload::{self, PayloadKind};
 use crate::formats::{attachments, xip};
+use crate::layout;
 use crate::ports::secrets::fields;
 use crate::ports::{ByteStream, ConnectorSecret, Metadata};
 use crate::status;
@@ -137,7 +138,7 @@ pub async fn run(
             Err(other) => return Err(other),
         },
     };
-    let plain_key = keys::plain_for_raw(raw_key);
+    let plain_key = layout::plain_for_raw(raw_key);
     let (body, raw_info) = ctx.store.get(raw_key).await?;
     let mut metadata = Metadata::new();
     metadata.insert(lineage::SOURCE_KEY.into(), raw_key.into());
@@ -218,14 +219,14 @@ async fn signature_arrived(
     let Some(file) = ctx.store.head(signed).await? else {
         return nothing();
     };
-    if let Some(plain) = ctx.store.head(&keys::plain_for_raw(signed)).await? {
+    if let Some(plain) = ctx.store.head(&layout::plain_for_raw(signed)).await? {
         if plain.metadata.get(lineage::RAW_SHA256) == Some(&file.sha256) {
             return nothing();
         }
     }
     // Already refused as it stands (a corrected signature for it is taken
     // by invoking decrypt on the file itself).
-    if let Some(refused) = ctx.store.head(&format!("quarantine/{signed}")).await? {
+    if let Some(refused) = ctx.store.head(&layout::quarantine(signed)).await? {
         if refused.sha256 == file.sha256 {
             return nothing();
         }
@@ -350,7 +351,7 @@ async fn decrypt_xip(
 async fn clear_earlier_failure(ctx: &Context, connector: &str, raw_key: &str) -> Result<()> {
     let day = status::day_label(status::day_from_file_name(raw_key));
     let record = status::file_failure(connector, &day, raw_key, "");
-    let key = status::item_key(connector, &day, &record.item_id);
+    let key = layout::item_record(connector, &day, &record.item_id);
     if ctx.store.head(&key).await?.is_some() {
         ctx.store.delete(&key).await?;
     }

@@ -25,9 +25,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{keys, lineage, Context};
+use super::{lineage, Context};
 use crate::error::{Error, Result};
 use crate::events::FetchRequest;
+use crate::layout;
 use crate::ports::{ByteStream, Metadata, ObjectInfo, Pacing, RemoteFile, Source};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +49,7 @@ pub struct FetchOutcome {
 }
 
 async fn load_checkpoint(ctx: &Context) -> Result<Checkpoint> {
-    let key = keys::checkpoint(&ctx.config.name);
+    let key = layout::checkpoint(&ctx.config.name);
     if ctx.store.head(&key).await?.is_none() {
         return Ok(Checkpoint::default());
     }
@@ -64,7 +65,11 @@ pub async fn fetched_files(ctx: &Context) -> Result<BTreeSet<RemoteFile>> {
 async fn save_checkpoint(ctx: &Context, checkpoint: &Checkpoint) -> Result<()> {
     let json = serde_json::to_vec_pretty(checkpoint).map_err(Error::internal)?;
     ctx.store
-        .put_bytes(&keys::checkpoint(&ctx.config.name), json, &Metadata::new())
+        .put_bytes(
+            &layout::checkpoint(&ctx.config.name),
+            json,
+            &Metadata::new(),
+        )
         .await?;
     Ok(())
 }
@@ -143,7 +148,7 @@ fn metadata_for(source: &dyn Source, file: &RemoteFile) -> Metadata {
 /// version. Derived from the listing, so re-fetching the same version
 /// lands on the same key.
 async fn raw_key_for(ctx: &Context, file: &RemoteFile, metadata: &Metadata) -> Result<String> {
-    let key = keys::raw_for_file(&ctx.config, &file.name);
+    let key = layout::raw_for_file(&ctx.config, &file.name);
     let same_version = |info: &ObjectInfo| {
         ["source-size", "source-mtime"]
             .iter()
@@ -156,7 +161,7 @@ async fn raw_key_for(ctx: &Context, file: &RemoteFile, metadata: &Metadata) -> R
                 file.modified.format("%Y%m%dT%H%M%S%.fZ"),
                 file.size
             );
-            let versioned = keys::raw_version(&key, &version);
+            let versioned = layout::raw_version(&key, &version);
             crate::audit::kept_beside(&ctx.config.name, &versioned, &file.name, &key);
             Ok(versioned)
         }

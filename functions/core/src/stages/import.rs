@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{keys, Context};
+use super::Context;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::mail::MailSidecar;
 use crate::mapping::{Mapper, Mapping, MappingTable};
 use crate::ports::{Delivery, DeliveryOutcome, MailboxSink, Metadata};
@@ -24,7 +25,7 @@ pub async fn load_mapping(ctx: &Context) -> Result<MappingTable> {
         tracing::warn!(problem = %problem, "mapping CSV row skipped");
     }
     let json = serde_json::to_vec_pretty(&problems).map_err(Error::internal)?;
-    let report = format!("reports/{}/mapping/problems.json", ctx.config.name);
+    let report = layout::mapping_problems(&ctx.config.name);
     ctx.store.put_bytes(&report, json, &Metadata::new()).await?;
     Ok(table)
 }
@@ -88,7 +89,7 @@ async fn load(ctx: &Context, mapper: &mut Mapper<'_>, sidecar_key: &str) -> Resu
     let day = sidecar.day.to_string();
     let raw = ctx
         .store
-        .get_bytes(&keys::mail(&sidecar.connector, &day, &sidecar.item_id))
+        .get_bytes(&layout::mail(&sidecar.connector, &day, &sidecar.item_id))
         .await?;
     let (mailboxes, unmapped) = map_participants(mapper, &sidecar).await?;
     Ok(Loaded {
@@ -178,7 +179,7 @@ async fn settle_and_write(
     .await?;
     crate::audit::imported(
         &record.connector,
-        &keys::sidecar(&record.connector, &record.day, &record.item_id),
+        &layout::sidecar(&record.connector, &record.day, &record.item_id),
         &record.item_id,
         &record.state,
         record.targets.len(),

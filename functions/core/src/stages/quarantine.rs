@@ -29,7 +29,7 @@ pub async fn quarantine(
     stage: &str,
     error: &InputError,
 ) -> Result<String> {
-    let target = format!("quarantine/{key}");
+    let target = crate::layout::quarantine(key);
     let (body, info) = store.get(key).await?;
     let mut metadata: Metadata = info.metadata.clone();
     metadata.insert("quarantined-from".into(), key.into());
@@ -49,7 +49,7 @@ pub async fn quarantine_conversation(
     bad: &BadConversation,
     metadata: &Metadata,
 ) -> Result<String> {
-    let target = format!("quarantine/{key}/conversation-line-{}.xml", bad.line);
+    let target = crate::layout::quarantine_conversation(key, bad.line);
     let mut metadata = metadata.clone();
     metadata.insert("quarantined-from".into(), key.into());
     metadata.insert(QUARANTINED_AT.into(), chrono::Utc::now().to_rfc3339());
@@ -78,7 +78,7 @@ async fn write_reason(
     store
         .put_bytes(&format!("{target}.reason.json"), json, &Metadata::new())
         .await?;
-    let connector = super::keys::connector_of(key).unwrap_or_default();
+    let connector = crate::layout::connector_of(key).unwrap_or_default();
     crate::audit::quarantined(connector, stage, key, target, error);
     Ok(())
 }
