@@ -171,7 +171,7 @@ impl ConnectorConfig {
             output: Output::Mail,
             signature_policy: SignaturePolicy::Optional,
             auto_mapping: true,
-            mapping_csv: crate::layout::mapping_csv(&name),
+            mapping_csv: crate::layout::mapping_csv(name),
             secret: String::new(),
             flags: vec!["\\Seen".into()],
             disclaimer: String::new(),
