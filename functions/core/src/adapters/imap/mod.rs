@@ -21,6 +21,7 @@
 
 mod conn;
 mod names;
+mod oauth;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -55,8 +56,47 @@ pub enum ImapAuth {
     /// Password in secret field `mailbox_password`.
     SaslProxy { admin_user: String },
     /// `AUTHENTICATE XOAUTH2` with `user=<mailbox>` and the bearer token of
-    /// secret field `mailbox_oauth_token` (Exchange Online app-only access).
+    /// secret field `mailbox_oauth_token`, minted and refreshed by someone
+    /// else. Prefer `exchange-online` or `google-workspace`, which mint their own.
     Xoauth2,
+    /// Exchange Online app-only access: the sink obtains a token by the
+    /// client-credentials grant and logs in with `AUTHENTICATE XOAUTH2` as each
+    /// mailbox. With `certificate_thumbprint` it signs a client assertion with
+    /// the certificate's private key (secret field `oauth_private_key`, PEM);
+    /// without, it sends the client secret (secret field `oauth_client_secret`).
+    ExchangeOnline {
+        /// Directory (tenant) id or a verified domain of the tenant.
+        tenant: String,
+        /// Application (client) id of the app registration.
+        client_id: String,
+        /// SHA-1 thumbprint (hex) of the certificate uploaded to the app.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate_thumbprint: Option<String>,
+        /// Default `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`
+        /// (sovereign clouds have their own host).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        /// Default `https://outlook.office365.com/.default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+    /// Google Workspace: a service account with domain-wide delegation signs
+    /// a JWT per mailbox (`sub` = the mailbox) with its private key (secret
+    /// field `oauth_private_key`, the `private_key` of its JSON key file) and
+    /// exchanges it for that mailbox's token.
+    GoogleWorkspace {
+        /// The service account's `client_email`.
+        client_email: String,
+        /// The key's `private_key_id` (sent as `kid`; optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        private_key_id: Option<String>,
+        /// Default `https://oauth2.googleapis.com/token`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        /// Default `https://mail.google.com/` (the only scope Gmail's IMAP takes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
 }
 
 fn default_separator() -> String {
@@ -139,10 +179,88 @@ impl ImapConfig {
 
     /// The secret field holding the credential.
     pub fn secret_field(&self) -> &'static str {
-        match self.auth {
+        match &self.auth {
             ImapAuth::Xoauth2 => fields::MAILBOX_OAUTH_TOKEN,
+            ImapAuth::ExchangeOnline {
+                certificate_thumbprint: None,
+                ..
+            } => fields::OAUTH_CLIENT_SECRET,
+            ImapAuth::ExchangeOnline { .. } | ImapAuth::GoogleWorkspace { .. } => {
+                fields::OAUTH_PRIVATE_KEY
+            }
             _ => fields::MAILBOX_PASSWORD,
         }
+    }
+
+    /// Whether the sink mints its own OAuth2 tokens.
+    fn mints_tokens(&self) -> bool {
+        matches!(
+            self.auth,
+            ImapAuth::ExchangeOnline { .. } | ImapAuth::GoogleWorkspace { .. }
+        )
+    }
+
+    /// The token minter of the OAuth2 methods (`None` for the others).
+    fn tokens(&self) -> Result<Option<oauth::Tokens>> {
+        let (grant, url, scope) = match &self.auth {
+            ImapAuth::ExchangeOnline {
+                tenant,
+                client_id,
+                certificate_thumbprint,
+                token_url,
+                scope,
+            } => {
+                let grant = match certificate_thumbprint {
+                    Some(thumbprint) => oauth::Grant::ClientAssertion {
+                        client_id: client_id.clone(),
+                        x5t: oauth::x5t_from_thumbprint(thumbprint)?,
+                    },
+                    None => oauth::Grant::ClientSecret {
+                        client_id: client_id.clone(),
+                    },
+                };
+                let url = token_url
+                    .clone()
+                    .unwrap_or_else(|| oauth::EXCHANGE_TOKEN_URL.replace("{tenant}", tenant));
+                (
+                    grant,
+                    url,
+                    scope.as_deref().unwrap_or(oauth::EXCHANGE_SCOPE),
+                )
+            }
+            ImapAuth::GoogleWorkspace {
+                client_email,
+                private_key_id,
+                token_url,
+                scope,
+            } => (
+                oauth::Grant::JwtBearer {
+                    client_email: client_email.clone(),
+                    key_id: private_key_id.clone(),
+                },
+                token_url
+                    .clone()
+                    .unwrap_or_else(|| oauth::GOOGLE_TOKEN_URL.into()),
+                scope.as_deref().unwrap_or(oauth::GOOGLE_SCOPE),
+            ),
+            _ => return Ok(None),
+        };
+        let plaintext = url.starts_with("http://");
+        if plaintext && !self.insecure_plaintext_for_local_testing_only {
+            return Err(Error::Config(format!(
+                "imap.auth.token_url {url} is not https (plaintext only with \
+                 insecure_plaintext_for_local_testing_only)"
+            )));
+        }
+        // The token endpoint is a public service: system roots, not the
+        // mail server's ca_file.
+        let tls = if plaintext {
+            None
+        } else {
+            Some(tls_config(None)?)
+        };
+        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        oauth::Tokens::new(grant, &url, scope, tls, timeout).map(Some)
     }
 
     fn check(&self) -> Result<()> {
@@ -160,6 +278,14 @@ impl ImapConfig {
             ImapAuth::SaslProxy { admin_user } if admin_user.is_empty() => {
                 return bad("sasl-proxy needs admin_user")
             }
+            ImapAuth::ExchangeOnline {
+                tenant, client_id, ..
+            } if tenant.trim().is_empty() || client_id.trim().is_empty() => {
+                return bad("exchange-online needs tenant and client_id")
+            }
+            ImapAuth::GoogleWorkspace { client_email, .. } if client_email.trim().is_empty() => {
+                return bad("google-workspace needs client_email")
+            }
             _ => {}
         }
         if self.pipeline_depth == 0 {
@@ -169,51 +295,7 @@ impl ImapConfig {
     }
 
     fn tls(&self) -> Result<Arc<rustls::ClientConfig>> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    Error::io(format!("reading imap.ca_file {}", path.display()), e)
-                })?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| {
-                        Error::Config(format!("imap.ca_file {}: {e}", path.display()))
-                    })?;
-                    roots.add(cert).map_err(|e| {
-                        Error::Config(format!("imap.ca_file {}: {e}", path.display()))
-                    })?;
-                }
-                if roots.is_empty() {
-                    return Err(Error::Config(format!(
-                        "imap.ca_file {} holds no certificate",
-                        path.display()
-                    )));
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                for problem in &native.errors {
-                    tracing::warn!(%problem, "a system root certificate could not be loaded");
-                }
-                let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-                if added == 0 {
-                    return Err(Error::Config(
-                        "no system root certificates found; set imap.ca_file".into(),
-                    ));
-                }
-            }
-        }
-        // The provider is named, not taken from the process default, so that
-        // another crate enabling aws-lc-rs cannot make the builder ambiguous.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
+        tls_config(self.ca_file.as_deref())
     }
 
     fn endpoint(&self) -> Result<Endpoint> {
@@ -239,6 +321,53 @@ impl ImapConfig {
             timeout: Duration::from_secs(self.timeout_secs.max(1)),
         })
     }
+}
+
+/// Trust for a TLS connection: the CA(s) of `ca_file`, or the system roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::io(format!("reading imap.ca_file {}", path.display()), e))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert
+                    .map_err(|e| Error::Config(format!("imap.ca_file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Config(format!("imap.ca_file {}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Config(format!(
+                    "imap.ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for problem in &native.errors {
+                tracing::warn!(%problem, "a system root certificate could not be loaded");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(Error::Config(
+                    "no system root certificates found; set imap.ca_file".into(),
+                ));
+            }
+        }
+    }
+    // The provider is named, not taken from the process default, so that
+    // another crate enabling aws-lc-rs cannot make the builder ambiguous.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Where the credential comes from.
@@ -308,6 +437,8 @@ pub struct ImapSink {
     endpoint: Endpoint,
     credential: Credential,
     secret: tokio::sync::Mutex<Option<SecretValue>>,
+    /// The token minter of the OAuth2 methods.
+    tokens: Option<oauth::Tokens>,
     /// A login with the credential has worked: later refusals are about the
     /// mailbox, not the credential.
     credential_ok: AtomicBool,
@@ -348,10 +479,12 @@ impl ImapSink {
     fn build(config: ImapConfig, credential: Credential) -> Result<Self> {
         config.check()?;
         let endpoint = config.endpoint()?;
+        let tokens = config.tokens()?;
         Ok(Self {
             config,
             endpoint,
             credential,
+            tokens,
             secret: tokio::sync::Mutex::new(None),
             credential_ok: AtomicBool::new(false),
             valid: Mutex::new(HashMap::new()),
@@ -434,8 +567,25 @@ impl ImapSink {
         // AUTHORIZATIONFAILED (Dovecot: unknown user, good master password)
         // or no code at all (Exchange) is about the mailbox; AUTHENTICATIONFAILED
         // is about the credential unless the same credential already worked.
-        let about_mailbox =
-            code != Some("AUTHENTICATIONFAILED") || self.credential_ok.load(Ordering::Relaxed);
+        let failed_authentication = code == Some("AUTHENTICATIONFAILED");
+        if failed_authentication {
+            if let Some(tokens) = &self.tokens {
+                // A token minted a moment ago was refused as well: the app's
+                // permission, the mailbox permission or the token's audience
+                // is wrong, and no retry will change that.
+                return Err(Error::Mailbox {
+                    mailbox: mailbox.to_string(),
+                    reason: format!(
+                        "IMAP server {} refused a freshly minted OAuth2 token ({}): {text}; check \
+                         the app's IMAP permission, its access to this mailbox and the token's \
+                         scope (audience)",
+                        self.endpoint.describe(),
+                        tokens.describe()
+                    ),
+                });
+            }
+        }
+        let about_mailbox = !failed_authentication || self.credential_ok.load(Ordering::Relaxed);
         if about_mailbox {
             tracing::info!(
                 mailbox,
@@ -455,6 +605,8 @@ impl ImapSink {
             .credential(reload_secret)
             .await
             .map_err(Failure::Crate)?;
+        // A minted token lives as long as the login needs it.
+        let token: SecretValue;
         let login = match &self.config.auth {
             ImapAuth::MasterUser {
                 admin_user,
@@ -472,6 +624,19 @@ impl ImapSink {
                 user: mailbox,
                 token: secret.expose(),
             },
+            ImapAuth::ExchangeOnline { .. } | ImapAuth::GoogleWorkspace { .. } => {
+                let tokens = self.tokens.as_ref().ok_or_else(|| {
+                    Failure::Fatal("OAuth2 method without a token endpoint".into())
+                })?;
+                token = tokens
+                    .token(mailbox, &secret, reload_secret)
+                    .await
+                    .map_err(Failure::Crate)?;
+                Login::XOAuth2 {
+                    user: mailbox,
+                    token: token.expose(),
+                }
+            }
         };
         let mut wire = Wire::open(&self.endpoint, &login).await?;
         self.credential_ok.store(true, Ordering::Relaxed);
@@ -506,7 +671,8 @@ impl ImapSink {
 
     /// A session for the mailbox: an idle one, or a new login. A refused
     /// XOAUTH2 token is read again from the store once (it may have been
-    /// refreshed since).
+    /// refreshed since); a refused minted token is replaced by a fresh one
+    /// once (it may have been revoked or have expired early).
     async fn session(&self, mailbox: &str) -> Result<Session, Failure> {
         let idle = {
             let mut idle = self
@@ -522,9 +688,11 @@ impl ImapSink {
         }
         match self.open_session(mailbox, false).await {
             Err(Failure::LoginRefused { .. })
-                if matches!(self.config.auth, ImapAuth::Xoauth2)
-                    && matches!(self.credential, Credential::Store { .. }) =>
+                if self.config.mints_tokens()
+                    || (matches!(self.config.auth, ImapAuth::Xoauth2)
+                        && matches!(self.credential, Credential::Store { .. })) =>
             {
+                tracing::info!(mailbox, "token refused; trying once with a fresh one");
                 self.open_session(mailbox, true).await
             }
             other => other,
@@ -1214,6 +1382,37 @@ admin_user = "archiver"
                 .unwrap();
         assert_eq!(oauth.secret_field(), fields::MAILBOX_OAUTH_TOKEN);
         assert!(toml::from_str::<ImapConfig>("host = \"x\"\nplaintext = true\n").is_err());
+    }
+
+    #[test]
+    fn oauth2_methods_name_their_secret_and_refuse_plain_http() {
+        let exchange: ImapConfig = toml::from_str(
+            "host = \"outlook.office365.com\"\n[auth]\nmethod = \"exchange-online\"\n\
+             tenant = \"acme.example\"\nclient_id = \"app\"\n",
+        )
+        .unwrap();
+        assert_eq!(exchange.secret_field(), fields::OAUTH_CLIENT_SECRET);
+        assert!(ImapSink::with_credential(exchange.clone(), SecretValue::new("s")).is_ok());
+        let with_certificate = ImapConfig {
+            auth: ImapAuth::ExchangeOnline {
+                tenant: "acme.example".into(),
+                client_id: "app".into(),
+                certificate_thumbprint: Some("00".repeat(20)),
+                token_url: Some("http://127.0.0.1:1/token".into()),
+                scope: None,
+            },
+            ..exchange
+        };
+        assert_eq!(with_certificate.secret_field(), fields::OAUTH_PRIVATE_KEY);
+        let error = ImapSink::with_credential(with_certificate, SecretValue::new("k"))
+            .err()
+            .expect("plain http needs the testing flag");
+        assert!(error.to_string().contains("not https"), "{error}");
+        let google: ImapConfig = toml::from_str(
+            "host = \"imap.gmail.com\"\nauth = { method = \"google-workspace\", client_email = \"\" }\n",
+        )
+        .unwrap();
+        assert!(ImapSink::with_credential(google, SecretValue::new("k")).is_err());
     }
 
     #[test]

@@ -1,0 +1,304 @@
+//! The IMAP sink signing in the way Exchange Online and Google Workspace
+//! prescribe: it mints its own OAuth2 tokens at a token endpoint (the test's,
+//! on loopback, implementing the client-secret, client-assertion and
+//! JWT-bearer grants) and logs in with XOAUTH2 to a real Dovecot that
+//! validates the tokens locally.
+
+use std::collections::BTreeMap;
+
+use chat_archive_core::adapters::imap::{ImapAuth, ImapConfig, ImapSink};
+use chat_archive_core::config::ConnectorConfig;
+use chat_archive_core::crypto::SignaturePolicy;
+use chat_archive_core::error::Error;
+use chat_archive_core::events::FetchRequest;
+use chat_archive_core::pipeline::Silent;
+use chat_archive_core::ports::secrets::fields;
+use chat_archive_core::ports::{Delivery, DeliveryOutcome, MailboxSink, SecretValue};
+use chrono::{TimeZone, Utc};
+use integration_tests::dovecot::{client, Dovecot, Options};
+use integration_tests::local::Firm;
+use integration_tests::token_endpoint::{key_pair, Clients, KeyPair, Mint, TokenEndpoint};
+
+const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
+const JDOE: &str = "jdoe@acme.example";
+const ASMITH: &str = "asmith@acme.example";
+const DOVECOT_KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+const CLIENT_ID: &str = "5b1f0c7e-app";
+const CLIENT_SECRET: &str = "cl1ent-s3cret-value";
+const SERVICE_ACCOUNT: &str = "archiver@acme-archive.iam.gserviceaccount.com";
+/// The resource Exchange Online tokens are issued for.
+const OUTLOOK: &str = "https://outlook.office365.com";
+
+/// Dovecot accepting tokens of the test endpoint issued for `audience`.
+fn server(audience: &str) -> Dovecot {
+    Dovecot::start_with(
+        &[JDOE, ASMITH],
+        Options {
+            oauth2_hs256_key: Some(DOVECOT_KEY.to_vec()),
+            oauth2_audience: Some(audience.into()),
+            ..Options::default()
+        },
+    )
+}
+
+fn clients(certificate: Option<&KeyPair>, account: Option<&KeyPair>) -> Clients {
+    Clients {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        certificate: certificate.map(|k| (k.public_pem.clone(), k.thumbprint.clone())),
+        service_account: account.map(|k| (SERVICE_ACCOUNT.into(), k.public_pem.clone())),
+        app_mailbox: JDOE.into(),
+        dovecot_key: DOVECOT_KEY.to_vec(),
+    }
+}
+
+/// Sink settings for the plaintext port (the token endpoint is plain HTTP,
+/// which the sink allows only under the same testing flag).
+fn config(server: &Dovecot, auth: ImapAuth) -> ImapConfig {
+    ImapConfig {
+        auth,
+        ..server.plaintext_config()
+    }
+}
+
+fn exchange(endpoint: &TokenEndpoint, thumbprint: Option<&str>, scope: Option<&str>) -> ImapAuth {
+    ImapAuth::ExchangeOnline {
+        tenant: "acme.example".into(),
+        client_id: CLIENT_ID.into(),
+        certificate_thumbprint: thumbprint.map(str::to_string),
+        token_url: Some(endpoint.url("/acme.example/oauth2/v2.0/token")),
+        scope: scope.map(str::to_string),
+    }
+}
+
+fn chat_mail(i: usize) -> (String, Vec<u8>) {
+    let id = format!("oauth-{i}@ice.chat-archive");
+    let raw = format!(
+        "Message-ID: <{id}>\r\nSubject: chat {i}\r\nFrom: a@acme.example\r\n\r\nline {i}\r\n"
+    );
+    (id, raw.into_bytes())
+}
+
+async fn deliver(sink: &ImapSink, mailbox: &str, i: usize) -> Result<DeliveryOutcome> {
+    let (id, raw) = chat_mail(i);
+    let flags = vec!["\\Seen".to_string()];
+    sink.deliver(&Delivery {
+        mailbox,
+        folder: "ICE Chat",
+        message_id: &id,
+        raw: &raw,
+        internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
+        flags: &flags,
+    })
+    .await
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// The Message-IDs in the user's ICE Chat folder, read through Dovecot.
+async fn stored_ids(server: &Dovecot, user: &str) -> Vec<String> {
+    client::messages(server.imap_port, user, "ICE Chat")
+        .await
+        .iter()
+        .map(|m| {
+            mail_parser::MessageParser::default()
+                .parse(&m.raw)
+                .and_then(|p| p.message_id().map(str::to_string))
+                .expect("Message-ID")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exchange_client_secret_grant_from_the_secret_store_delivers_mail() {
+    let server = server(OUTLOOK);
+    let endpoint = TokenEndpoint::start(clients(None, None));
+    let config = config(&server, exchange(&endpoint, None, None));
+    assert_eq!(config.secret_field(), fields::OAUTH_CLIENT_SECRET);
+    let firm = Firm::new(&[], SignaturePolicy::Required);
+    let secrets = firm.pipeline().secrets;
+    secrets
+        .update(
+            "ice",
+            BTreeMap::from([(
+                fields::OAUTH_CLIENT_SECRET.to_string(),
+                SecretValue::new(CLIENT_SECRET),
+            )]),
+        )
+        .await
+        .unwrap();
+    let sink = ImapSink::new(
+        ImapConfig {
+            max_idle_sessions: 0,
+            ..config
+        },
+        secrets,
+        "ice",
+    )
+    .unwrap();
+    assert_eq!(
+        deliver(&sink, JDOE, 1).await.unwrap(),
+        DeliveryOutcome::Delivered
+    );
+    // A second login (no idle session kept) reuses the cached token.
+    assert_eq!(
+        deliver(&sink, JDOE, 2).await.unwrap(),
+        DeliveryOutcome::Delivered
+    );
+    assert_eq!(endpoint.log(), vec![format!("client_secret {JDOE}")]);
+    assert_eq!(sink.stats().sessions_opened, 2);
+    assert_eq!(
+        stored_ids(&server, JDOE).await,
+        vec!["oauth-1@ice.chat-archive", "oauth-2@ice.chat-archive"]
+    );
+    assert!(server.log().contains("method=XOAUTH2"), "{}", server.log());
+
+    // A wrong client secret: the endpoint's reason, naming the mailbox, and
+    // no secret in the message.
+    let wrong = ImapSink::with_credential(
+        ImapConfig {
+            auth: exchange(&endpoint, None, None),
+            ..server.plaintext_config()
+        },
+        SecretValue::new("not-the-secret"),
+    )
+    .unwrap();
+    let error = wrong.is_valid_mailbox(JDOE).await.unwrap_err();
+    let shown = format!("{error} / {error:?}");
+    assert!(
+        shown.contains(JDOE) && shown.contains("wrong client secret"),
+        "{shown}"
+    );
+    assert!(!shown.contains("not-the-secret"), "{shown}");
+}
+
+#[tokio::test]
+async fn exchange_certificate_assertion_grant_delivers_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = key_pair(dir.path(), "app");
+    let server = server(OUTLOOK);
+    let endpoint = TokenEndpoint::start(clients(Some(&certificate), None));
+    let config = config(
+        &server,
+        exchange(&endpoint, Some(&certificate.thumbprint), None),
+    );
+    assert_eq!(config.secret_field(), fields::OAUTH_PRIVATE_KEY);
+    let sink = ImapSink::with_credential(config, SecretValue::new(certificate.private_pem.clone()))
+        .unwrap();
+    assert_eq!(
+        deliver(&sink, JDOE, 1).await.unwrap(),
+        DeliveryOutcome::Delivered
+    );
+    assert_eq!(endpoint.log(), vec![format!("client_assertion {JDOE}")]);
+    assert_eq!(
+        stored_ids(&server, JDOE).await,
+        vec!["oauth-1@ice.chat-archive"]
+    );
+
+    // Another key than the registered certificate's: the signature check fails.
+    let stranger = key_pair(dir.path(), "stranger");
+    let forged = ImapSink::with_credential(
+        ImapConfig {
+            auth: exchange(&endpoint, Some(&certificate.thumbprint), None),
+            ..server.plaintext_config()
+        },
+        SecretValue::new(stranger.private_pem),
+    )
+    .unwrap();
+    let error = forged.is_valid_mailbox(JDOE).await.unwrap_err();
+    assert!(error.to_string().contains("assertion refused"), "{error}");
+}
+
+#[tokio::test]
+async fn google_service_account_mints_one_token_per_mailbox_through_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = key_pair(dir.path(), "service-account");
+    let server = server("https://mail.google.com");
+    let endpoint = TokenEndpoint::start(clients(None, Some(&account)));
+    let auth = ImapAuth::GoogleWorkspace {
+        client_email: SERVICE_ACCOUNT.into(),
+        private_key_id: Some("k1".into()),
+        token_url: Some(endpoint.url("/token")),
+        scope: None,
+    };
+    let firm = Firm::new(&[], SignaturePolicy::Required);
+    let mut connector = ConnectorConfig::ice();
+    connector.firm_domains = vec!["acme.example".into()];
+    connector.imap = Some(config(&server, auth));
+    firm.write_config(connector);
+    firm.pipeline()
+        .secrets
+        .update(
+            "ice",
+            BTreeMap::from([(
+                fields::OAUTH_PRIVATE_KEY.to_string(),
+                SecretValue::new(account.private_pem.clone()),
+            )]),
+        )
+        .await
+        .unwrap();
+    firm.drop_export("ACME_2026-11-20.xml.pgp", SAMPLE.as_bytes(), true);
+    let summary = firm
+        .pipeline()
+        .run(&FetchRequest::default(), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(summary.mails, 3);
+    assert_eq!(stored_ids(&server, JDOE).await.len(), 3);
+    assert_eq!(stored_ids(&server, ASMITH).await.len(), 2);
+    let mut log = endpoint.log();
+    log.sort();
+    assert_eq!(
+        log,
+        vec![format!("jwt_bearer {ASMITH}"), format!("jwt_bearer {JDOE}")],
+        "one token per mailbox, each asked for its own sub"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_replaced_once_and_the_mail_lands() {
+    let server = server(OUTLOOK);
+    let endpoint = TokenEndpoint::start(clients(None, None));
+    endpoint.plan(&[Mint::Expired]);
+    let sink = ImapSink::with_credential(
+        config(&server, exchange(&endpoint, None, None)),
+        SecretValue::new(CLIENT_SECRET),
+    )
+    .unwrap();
+    assert_eq!(
+        deliver(&sink, JDOE, 1).await.unwrap(),
+        DeliveryOutcome::Delivered
+    );
+    assert_eq!(endpoint.log().len(), 2, "{:?}", endpoint.log());
+    assert_eq!(
+        stored_ids(&server, JDOE).await,
+        vec!["oauth-1@ice.chat-archive"]
+    );
+}
+
+#[tokio::test]
+async fn a_token_for_the_wrong_audience_fails_once_refreshed_naming_the_mailbox() {
+    let server = server(OUTLOOK);
+    let endpoint = TokenEndpoint::start(clients(None, None));
+    // The classic mistake: the Graph scope instead of Exchange Online's.
+    let auth = exchange(
+        &endpoint,
+        None,
+        Some("https://graph.microsoft.com/.default"),
+    );
+    let sink =
+        ImapSink::with_credential(config(&server, auth), SecretValue::new(CLIENT_SECRET)).unwrap();
+    let error = deliver(&sink, JDOE, 1).await.unwrap_err();
+    let shown = format!("{error}");
+    assert!(
+        matches!(&error, Error::Mailbox { mailbox, .. } if mailbox == JDOE),
+        "{error:?}"
+    );
+    assert!(
+        shown.contains("AUTHENTICATIONFAILED") && shown.contains("scope"),
+        "{shown}"
+    );
+    assert!(!shown.contains(CLIENT_SECRET), "{shown}");
+    assert_eq!(endpoint.log().len(), 2, "refreshed once, then gave up");
+    assert!(stored_ids(&server, JDOE).await.is_empty());
+}
