@@ -108,8 +108,13 @@ impl Drop for Resume {
 // ---------------------------------------------------------------------------
 // A TCP relay that can be stopped and started again.
 
+/// Rewrites a line the server sends (CRLF included); `None` leaves it.
+pub type LineRewrite = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct RelayShared {
     running: AtomicBool,
+    /// Applied to every line from the upstream (a line-based protocol).
+    rewrite: Option<LineRewrite>,
     /// Both ends of every relayed connection, to cut them on stop.
     connections: Mutex<Vec<TcpStream>>,
 }
@@ -124,6 +129,16 @@ pub struct Relay {
 impl Relay {
     /// A relay on a free loopback port to `127.0.0.1:upstream_port`.
     pub fn start(upstream_port: u16) -> Self {
+        Self::start_with(upstream_port, None)
+    }
+
+    /// A relay that passes each line the upstream sends through `rewrite`
+    /// (to inject answers a server gives only under load).
+    pub fn start_rewriting(upstream_port: u16, rewrite: LineRewrite) -> Self {
+        Self::start_with(upstream_port, Some(rewrite))
+    }
+
+    fn start_with(upstream_port: u16, rewrite: Option<LineRewrite>) -> Self {
         let upstream: SocketAddr = ([127, 0, 0, 1], upstream_port).into();
         let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
         let port = listener.local_addr().expect("relay address").port();
@@ -132,6 +147,7 @@ impl Relay {
             upstream,
             shared: Arc::new(RelayShared {
                 running: AtomicBool::new(false),
+                rewrite,
                 connections: Mutex::new(Vec::new()),
             }),
             acceptor: None,
@@ -220,11 +236,35 @@ fn relay_connection(shared: &Arc<RelayShared>, client: TcpStream, upstream: Sock
             }
         }
     }
-    for (mut from, mut to) in [(client, server2), (server, client2)] {
+    let rewrite = shared.rewrite.clone();
+    for (mut from, mut to, rewrite) in [(client, server2, None), (server, client2, rewrite)] {
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
+            let _ = match rewrite {
+                Some(rewrite) => copy_lines(from, &mut to, &rewrite),
+                None => std::io::copy(&mut from, &mut to).map(|_| ()),
+            };
             let _ = to.shutdown(Shutdown::Write);
         });
+    }
+}
+
+/// Copies line by line, rewriting the lines that are text.
+fn copy_lines(from: TcpStream, to: &mut TcpStream, rewrite: &LineRewrite) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let replaced = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| rewrite(text));
+        match replaced {
+            Some(text) => to.write_all(text.as_bytes())?,
+            None => to.write_all(&line)?,
+        }
     }
 }
 

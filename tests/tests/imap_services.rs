@@ -302,3 +302,81 @@ async fn a_token_for_the_wrong_audience_fails_once_refreshed_naming_the_mailbox(
     assert_eq!(endpoint.log().len(), 2, "refreshed once, then gave up");
     assert!(stored_ids(&server, JDOE).await.is_empty());
 }
+
+/// A throttling answer injected once by a relay that turns the server's
+/// first APPEND completion into `NO [UNAVAILABLE]` (the server did store
+/// those messages): the sink pauses, looks at the folder again and finishes
+/// with every mail exactly once, resending nothing it finds there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
+    use integration_tests::faults::Relay;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = Dovecot::start(&[JDOE, ASMITH]);
+    let injected = Arc::new(AtomicBool::new(false));
+    let seen = injected.clone();
+    let relay = Relay::start_rewriting(
+        server.imap_port,
+        Arc::new(move |line: &str| {
+            let (tag, rest) = line.split_once(' ')?;
+            if !rest.starts_with("OK [APPENDUID") || seen.swap(true, Ordering::SeqCst) {
+                return None;
+            }
+            Some(format!(
+                "{tag} NO [UNAVAILABLE] Server busy, try again later\r\n"
+            ))
+        }),
+    );
+    let config = ImapConfig {
+        port: Some(relay.port),
+        multiappend_max_messages: 5,
+        pipeline_depth: 4,
+        max_concurrent_mailboxes: 2,
+        throttle_backoff_ms: 20,
+        ..server.plaintext_config()
+    };
+    let sink = ImapSink::with_credential(
+        config,
+        SecretValue::new(integration_tests::dovecot::MASTER_PASSWORD),
+    )
+    .unwrap();
+    let mails: Vec<(String, Vec<u8>)> = (0..40).map(chat_mail).collect();
+    let flags = vec!["\\Seen".to_string()];
+    let deliveries: Vec<Delivery<'_>> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, (id, raw))| Delivery {
+            mailbox: if i % 2 == 0 { JDOE } else { ASMITH },
+            folder: "ICE Chat",
+            message_id: id,
+            raw,
+            internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
+            flags: &flags,
+        })
+        .collect();
+    let outcomes = sink.deliver_batch(&deliveries).await.unwrap();
+    assert!(
+        injected.load(Ordering::SeqCst),
+        "no APPEND answer was rewritten"
+    );
+    assert!(
+        outcomes.iter().all(|o| *o == DeliveryOutcome::Delivered),
+        "{outcomes:?}"
+    );
+    let stats = sink.stats();
+    assert_eq!(stats.throttled, 1, "{stats:?}");
+    assert_eq!(
+        stats.duplicates_removed, 0,
+        "nothing was sent twice: {stats:?}"
+    );
+    for (user, parity) in [(JDOE, 0), (ASMITH, 1)] {
+        let mut ids = stored_ids(&server, user).await;
+        ids.sort();
+        let mut expected: Vec<String> = (0..40)
+            .filter(|i| i % 2 == parity)
+            .map(|i| chat_mail(i).0)
+            .collect();
+        expected.sort();
+        assert_eq!(ids, expected, "{user}");
+    }
+}

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_rustls::rustls;
 
@@ -145,6 +146,19 @@ pub struct ImapConfig {
     /// Expunge extra copies of a Message-ID of the batch (left by concurrent
     /// writers), keeping the oldest. Off: extra copies are only reported.
     pub remove_duplicates: bool,
+    /// The largest message (bytes) the server takes, used when it does not
+    /// announce APPENDLIMIT (RFC 7889). Unset: 35 MiB for `exchange-online`
+    /// (Exchange Online's default per message), no limit otherwise.
+    pub max_message_bytes: Option<u64>,
+    /// Mailboxes of a batch served at once, one session each (Exchange
+    /// Online throttles concurrent IMAP sessions per mailbox and per app).
+    pub max_concurrent_mailboxes: usize,
+    /// Times a command the server throttles (`[LIMIT]`, `[UNAVAILABLE]`,
+    /// `THROTTLED`) is tried again before its messages fail.
+    pub throttle_retries: u32,
+    /// First pause after a throttling answer; doubled each time (up to 64x),
+    /// with random jitter so that parallel importers do not return together.
+    pub throttle_backoff_ms: u64,
 }
 
 impl Default for ImapConfig {
@@ -163,6 +177,10 @@ impl Default for ImapConfig {
             reconnect_attempts: 5,
             timeout_secs: 120,
             remove_duplicates: true,
+            max_message_bytes: None,
+            max_concurrent_mailboxes: 4,
+            throttle_retries: 8,
+            throttle_backoff_ms: 1000,
         }
     }
 }
@@ -190,6 +208,14 @@ impl ImapConfig {
             }
             _ => fields::MAILBOX_PASSWORD,
         }
+    }
+
+    /// The size limit when the server announces none.
+    pub fn configured_limit(&self) -> Option<u64> {
+        self.max_message_bytes.or(match self.auth {
+            ImapAuth::ExchangeOnline { .. } => Some(EXCHANGE_MAX_MESSAGE_BYTES),
+            _ => None,
+        })
     }
 
     /// Whether the sink mints its own OAuth2 tokens.
@@ -390,6 +416,27 @@ pub struct ImapStats {
     pub duplicates_removed: u64,
     /// APPEND commands sent (a MULTIAPPEND counts once).
     pub append_commands: u64,
+    /// Pauses for a throttling answer (`[LIMIT]`, `[UNAVAILABLE]`, `THROTTLED`).
+    pub throttled: u64,
+}
+
+/// Messages whose APPEND the server throttled, and its words.
+#[derive(Default)]
+struct Throttled<'j> {
+    jobs: Vec<&'j Job<'j>>,
+    reason: String,
+}
+
+/// Whether a refusal asks to come back later rather than refusing the
+/// message: RFC 5530's `[UNAVAILABLE]` and `[LIMIT]`, and the `THROTTLED`
+/// Gmail and Exchange Online write. A `[LIMIT]` about the message's size
+/// (Dovecot's quota_max_mail_size answer) is final: waiting will not shrink it.
+fn is_throttling(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let size = upper.contains("SIZE") || upper.contains("LARGE");
+    upper.contains("[UNAVAILABLE]")
+        || upper.contains("THROTTLED")
+        || (upper.contains("[LIMIT]") && !size)
 }
 
 /// The Message-IDs of one folder as far as the sink has read it.
@@ -451,6 +498,8 @@ pub struct ImapSink {
 /// How long an answer about a mailbox is trusted (a warm function keeps the
 /// sink across invocations; mailboxes get provisioned and removed).
 const VALIDITY_TTL: Duration = Duration::from_secs(600);
+/// Exchange Online's default maximum message size (35 MB, the MIME size).
+pub const EXCHANGE_MAX_MESSAGE_BYTES: u64 = 35 << 20;
 /// Upper bound of one MULTIAPPEND command's literals.
 const MULTIAPPEND_MAX_BYTES: usize = 8 << 20;
 
@@ -761,6 +810,7 @@ impl ImapSink {
             .unwrap_or_default();
         let mut sent = HashSet::new();
         let mut attempt = 0;
+        let mut throttled = 0;
         let end = loop {
             let failure = match self.session(mailbox).await {
                 Ok(mut session) => {
@@ -788,6 +838,13 @@ impl ImapSink {
                     attempt += 1;
                     self.backoff(attempt, &reason).await;
                 }
+                // Too many sessions (Exchange Online answers the login so).
+                Failure::LoginRefused { text, .. }
+                    if is_throttling(&text) && throttled < self.config.throttle_retries =>
+                {
+                    throttled += 1;
+                    self.throttle_pause(throttled, mailbox, &text).await;
+                }
                 Failure::Folder(reason) => {
                     tracing::warn!(mailbox, folder, %reason, "folder unusable; its messages fail");
                     break Err(Ok(reason));
@@ -812,6 +869,24 @@ impl ImapSink {
             }
             Err(Err(error)) => Err(error),
         }
+    }
+
+    /// One group on its own (groups of a batch run concurrently): its
+    /// outcomes by delivery index.
+    async fn deliver_alone(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        jobs: &[Job<'_>],
+    ) -> Result<Vec<(usize, DeliveryOutcome)>> {
+        let size = jobs.iter().map(|j| j.index + 1).max().unwrap_or(0);
+        let mut outcomes = vec![None; size];
+        self.deliver_group(mailbox, folder, jobs, &mut outcomes)
+            .await?;
+        Ok(jobs
+            .iter()
+            .filter_map(|j| Some((j.index, outcomes[j.index].clone()?)))
+            .collect())
     }
 
     fn restore_index(&self, key: (String, String), index: FolderIndex) {
@@ -861,7 +936,11 @@ impl ImapSink {
         // Decide each job from what the folder holds now.
         let mut to_send: Vec<&Job<'_>> = Vec::new();
         let mut planned: HashSet<&str> = HashSet::new();
-        let limit = session.wire.info.append_limit();
+        let limit = session
+            .wire
+            .info
+            .append_limit()
+            .or(self.config.configured_limit());
         for job in jobs {
             if outcomes[job.index].is_some() {
                 continue;
@@ -884,7 +963,8 @@ impl ImapSink {
             } else if let Some(limit) = limit.filter(|l| job.delivery.raw.len() as u64 > *l) {
                 self.count(|s| s.refused += 1);
                 outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
-                    "message of {} bytes exceeds the server's APPENDLIMIT of {limit} bytes",
+                    "message of {} bytes exceeds the {limit} bytes the server takes (its \
+                     APPENDLIMIT, else imap.max_message_bytes)",
                     job.delivery.raw.len()
                 )));
             } else {
@@ -895,10 +975,8 @@ impl ImapSink {
             // Nothing stored and nothing sent: the folder is still empty.
             return Ok(());
         }
-        if !to_send.is_empty() {
-            self.append(session, &name, &to_send, outcomes, sent)
-                .await?;
-        }
+        self.append_through_throttling(session, &name, to_send, outcomes, index, sent)
+            .await?;
 
         // Reconcile: see what arrived meanwhile (ours and any concurrent
         // writer's) and keep one copy of each Message-ID of the batch.
@@ -919,6 +997,75 @@ impl ImapSink {
             self.remove_copies(session, index, extra).await?;
         }
         Ok(())
+    }
+
+    /// Appends the jobs; what the server throttles goes again after a pause
+    /// with jitter, decided anew from a fresh look at the folder (a throttled
+    /// answer may still have stored the message), until `throttle_retries`.
+    async fn append_through_throttling<'j>(
+        &self,
+        session: &mut Session,
+        name: &str,
+        mut to_send: Vec<&'j Job<'j>>,
+        outcomes: &mut [Option<DeliveryOutcome>],
+        index: &mut FolderIndex,
+        sent: &mut HashSet<usize>,
+    ) -> Result<(), Failure> {
+        let mut round = 0;
+        while !to_send.is_empty() {
+            let throttled = self.append(session, name, &to_send, outcomes, sent).await?;
+            if throttled.jobs.is_empty() {
+                return Ok(());
+            }
+            round += 1;
+            if round > self.config.throttle_retries {
+                for job in throttled.jobs {
+                    self.count(|s| s.refused += 1);
+                    outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
+                        "the server kept throttling after {} tries: {}",
+                        round, throttled.reason
+                    )));
+                }
+                return Ok(());
+            }
+            self.throttle_pause(round, &session.mailbox, &throttled.reason)
+                .await;
+            catch_up(&mut session.wire, index, true).await?;
+            to_send = throttled
+                .jobs
+                .into_iter()
+                .filter(|job| {
+                    if !index.ids.contains_key(&job.id) {
+                        return true;
+                    }
+                    self.count(|s| s.appended += 1);
+                    outcomes[job.index] = Some(DeliveryOutcome::Delivered);
+                    false
+                })
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Sleeps `throttle_backoff_ms * 2^(round-1)` (at most 64x), half of it
+    /// fixed and half random.
+    async fn throttle_pause(&self, round: u32, mailbox: &str, reason: &str) {
+        use rand::Rng;
+        self.count(|s| s.throttled += 1);
+        let full = self
+            .config
+            .throttle_backoff_ms
+            .max(1)
+            .saturating_mul(1 << (round - 1).min(6));
+        let delay = Duration::from_millis(full / 2 + rand::thread_rng().gen_range(0..=full / 2));
+        tracing::warn!(
+            mailbox,
+            round,
+            ?delay,
+            reason,
+            "IMAP server throttles; pausing"
+        );
+        tokio::time::sleep(delay).await;
     }
 
     /// Expunges extra copies by UID, keeping the oldest copy of each
@@ -971,14 +1118,14 @@ impl ImapSink {
     /// several messages when the server allows. A refused MULTIAPPEND stores
     /// nothing (RFC 3502), so its messages are sent again one by one to tell
     /// the refused ones from the rest.
-    async fn append(
+    async fn append<'j>(
         &self,
         session: &mut Session,
         name: &str,
-        jobs: &[&Job<'_>],
+        jobs: &[&'j Job<'j>],
         outcomes: &mut [Option<DeliveryOutcome>],
         sent: &mut HashSet<usize>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Throttled<'j>, Failure> {
         let wire = &mut session.wire;
         let mailbox_arg = names::quoted(name)
             .ok_or_else(|| Failure::Folder(format!("folder name {name:?} cannot be quoted")))?;
@@ -987,9 +1134,10 @@ impl ImapSink {
         } else {
             1
         };
-        let mut queue: VecDeque<Vec<&Job<'_>>> = chunks(jobs, multi);
-        let mut retry_alone: Vec<&Job<'_>> = Vec::new();
-        let mut in_flight: VecDeque<(String, Vec<&Job<'_>>)> = VecDeque::new();
+        let mut queue: VecDeque<Vec<&'j Job<'j>>> = chunks(jobs, multi);
+        let mut retry_alone: Vec<&'j Job<'j>> = Vec::new();
+        let mut throttled = Throttled::default();
+        let mut in_flight: VecDeque<(String, Vec<&'j Job<'j>>)> = VecDeque::new();
         let depth = self.config.pipeline_depth.max(1);
         loop {
             if in_flight.len() < depth {
@@ -1001,16 +1149,30 @@ impl ImapSink {
                     self.count(|s| s.append_commands += 1);
                     match send_append(wire, &tag, &mailbox_arg, &chunk).await? {
                         Sent::Whole => in_flight.push_back((tag, chunk)),
-                        Sent::Refused(done) => self.settle(done, chunk, outcomes, &mut retry_alone),
+                        Sent::Refused(done) => {
+                            self.settle(done, chunk, outcomes, &mut retry_alone, &mut throttled)
+                        }
                         Sent::Interleaved(done, refused) => {
                             // Another command completed while we waited for
                             // a continuation.
                             let at = in_flight.iter().position(|(t, _)| *t == done.tag);
                             if let Some((_, other)) = at.and_then(|at| in_flight.remove(at)) {
-                                self.settle(done, other, outcomes, &mut retry_alone);
+                                self.settle(
+                                    done,
+                                    other,
+                                    outcomes,
+                                    &mut retry_alone,
+                                    &mut throttled,
+                                );
                             }
                             match refused {
-                                Some(own) => self.settle(own, chunk, outcomes, &mut retry_alone),
+                                Some(own) => self.settle(
+                                    own,
+                                    chunk,
+                                    outcomes,
+                                    &mut retry_alone,
+                                    &mut throttled,
+                                ),
                                 None => in_flight.push_back((tag, chunk)),
                             }
                         }
@@ -1035,7 +1197,7 @@ impl ImapSink {
                             done.tag
                         )));
                     };
-                    self.settle(done, chunk, outcomes, &mut retry_alone);
+                    self.settle(done, chunk, outcomes, &mut retry_alone, &mut throttled);
                 }
                 Event::Untagged(Untagged::Bye(text)) => {
                     return Err(Failure::Transport(format!(
@@ -1050,7 +1212,7 @@ impl ImapSink {
                 }
             }
         }
-        Ok(())
+        Ok(throttled)
     }
 
     /// Records the completion of an APPEND.
@@ -1060,8 +1222,14 @@ impl ImapSink {
         chunk: Vec<&'j Job<'j>>,
         outcomes: &mut [Option<DeliveryOutcome>],
         retry_alone: &mut Vec<&'j Job<'j>>,
+        throttled: &mut Throttled<'j>,
     ) {
-        if done.status == DoneStatus::Ok {
+        if done.status != DoneStatus::Ok && is_throttling(&done.text) {
+            // Nothing was stored; the messages go again after a pause.
+            tracing::info!(reason = %done.text, messages = chunk.len(), "server throttles appends");
+            throttled.jobs.extend(chunk);
+            throttled.reason = done.text;
+        } else if done.status == DoneStatus::Ok {
             for job in chunk {
                 self.count(|s| s.appended += 1);
                 outcomes[job.index] = Some(DeliveryOutcome::Delivered);
@@ -1327,9 +1495,21 @@ impl MailboxSink for ImapSink {
             }
         }
         let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; deliveries.len()];
-        for ((mailbox, folder), jobs) in &groups {
-            self.deliver_group(mailbox, folder, jobs, &mut outcomes)
-                .await?;
+        // Built first, run below: a closure inside the stream would make
+        // the future of this (Send) trait method not general enough.
+        let pending: Vec<_> = groups
+            .iter()
+            .map(|((mailbox, folder), jobs)| self.deliver_alone(mailbox, folder, jobs))
+            .collect();
+        let results: Vec<Result<Vec<(usize, DeliveryOutcome)>>> =
+            futures_util::stream::iter(pending)
+                .buffer_unordered(self.config.max_concurrent_mailboxes.max(1))
+                .collect()
+                .await;
+        for result in results {
+            for (index, outcome) in result? {
+                outcomes[index] = Some(outcome);
+            }
         }
         let stats = self.stats();
         tracing::debug!(?stats, "IMAP batch done");
@@ -1470,6 +1650,30 @@ admin_user = "archiver"
         assert_eq!(sizes, vec![2, 1, 2, 1]);
         let sizes: Vec<usize> = chunks(&refs, 1).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1; 6]);
+    }
+
+    #[test]
+    fn throttling_answers_and_size_limits() {
+        assert!(is_throttling("[UNAVAILABLE] Server busy"));
+        assert!(is_throttling("[LIMIT] Too many commands"));
+        assert!(is_throttling("Command Error. 12 [THROTTLED]"));
+        assert!(!is_throttling("[OVERQUOTA] Quota exceeded"));
+        assert!(!is_throttling("Mail too large"));
+        assert!(!is_throttling(
+            "[LIMIT] Mail size is larger than the maximum size allowed by server configuration"
+        ));
+        let mut config = ImapConfig::default();
+        assert_eq!(config.configured_limit(), None);
+        config.auth = ImapAuth::ExchangeOnline {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            certificate_thumbprint: None,
+            token_url: None,
+            scope: None,
+        };
+        assert_eq!(config.configured_limit(), Some(35 << 20));
+        config.max_message_bytes = Some(1000);
+        assert_eq!(config.configured_limit(), Some(1000));
     }
 
     #[test]
