@@ -380,3 +380,96 @@ async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
         assert_eq!(ids, expected, "{user}");
     }
 }
+
+/// A mail over the server's limit (here the configured maximum) keeps its
+/// file in the store and names it; the status log counts it apart.
+#[tokio::test]
+async fn an_oversized_attachment_is_kept_in_the_archive_and_named_in_the_mail() {
+    use sha2::{Digest, Sha256};
+    let server = Dovecot::start(&[JDOE, ASMITH]);
+    let firm = Firm::new(&[], SignaturePolicy::Required);
+    let mut connector = ConnectorConfig::ice();
+    connector.firm_domains = vec!["acme.example".into()];
+    connector.imap = Some(ImapConfig {
+        max_message_bytes: Some(100_000),
+        ..server.imap_config()
+    });
+    firm.write_config(connector);
+    firm.pipeline()
+        .secrets
+        .update(
+            "ice",
+            BTreeMap::from([(
+                fields::MAILBOX_PASSWORD.to_string(),
+                SecretValue::new(integration_tests::dovecot::MASTER_PASSWORD),
+            )]),
+        )
+        .await
+        .unwrap();
+    // "QUJD" is base64 of "ABC": a 300,000-byte file transfer.
+    let file: Vec<u8> = b"ABC".repeat(100_000);
+    let export = SAMPLE.replace(
+        "</IceChatExport>",
+        &format!(
+            r#"<Conversation Id="c-1006" Type="OneToOne" StartTime="2026-11-20T14:00:00Z">
+    <Participants>
+      <Participant ImId="jdoe1" Name="John Doe" Email="jdoe@acme.example"/>
+      <Participant ImId="asmith2" Name="Alice Smith" Email="asmith@acme.example"/>
+    </Participants>
+    <Message Id="m-61" ImId="jdoe1" Timestamp="2026-11-20T14:00:00Z">the deck</Message>
+    <FileTransfer Id="f-9" ImId="jdoe1" Timestamp="2026-11-20T14:00:01Z" FileName="deck.pdf" ContentType="application/pdf" Size="300000">{}</FileTransfer>
+  </Conversation>
+</IceChatExport>"#,
+            "QUJD".repeat(100_000)
+        ),
+    );
+    firm.drop_export("ACME_2026-11-20.xml.pgp", export.as_bytes(), true);
+    firm.pipeline()
+        .run(&FetchRequest::default(), &Silent)
+        .await
+        .unwrap();
+
+    let digest = hex::encode(Sha256::digest(&file));
+    let jdoe = client::messages(server.imap_port, JDOE, "ICE Chat").await;
+    assert_eq!(jdoe.len(), 4, "no mail dropped");
+    let big: Vec<_> = jdoe
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.raw).contains("kept whole in the archive"))
+        .collect();
+    assert_eq!(big.len(), 1);
+    assert!(big[0].raw.len() < 100_000, "{}", big[0].raw.len());
+    let text = String::from_utf8_lossy(&big[0].raw).into_owned();
+    assert!(text.contains(&format!("SHA-256: {digest}")), "{text}");
+    assert!(text.contains("Size: 300000 bytes"), "{text}");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Object key: "))
+        .expect("the object key")
+        .trim()
+        .to_string();
+    assert!(key.starts_with("attachments/ice/2026-11-20/"), "{key}");
+    let stored = std::fs::read(firm.layout.store().join(&key)).expect("the kept file");
+    assert_eq!(hex::encode(Sha256::digest(&stored)), digest);
+    assert_eq!(stored, file);
+    assert_eq!(
+        client::messages(server.imap_port, ASMITH, "ICE Chat")
+            .await
+            .len(),
+        3
+    );
+
+    let path = firm
+        .layout
+        .store()
+        .join("reports/ice/2026-11-20/status.json");
+    let status: chat_archive_core::status::DayStatus =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!((status.imported, status.failed), (4, 0));
+    assert_eq!(status.imported_attachments_kept, 1);
+    assert!(status.counts_add_up());
+    let row = &status.attachments_kept[0];
+    assert!(
+        row.reason.contains("attachments kept in the archive") && row.reason.contains(&key),
+        "{row:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! message), renders transcripts, and builds RFC 5322 messages.
 
 pub(crate) mod headers;
+pub mod oversize;
 pub(crate) mod transcript;
 
 use chrono::{DateTime, NaiveDate, Utc};

@@ -747,6 +747,7 @@ impl Archivist {
                     targets: Vec::new(),
                     unmapped: Vec::new(),
                     reason: Some(format!("attachment missing: {reason}")),
+                    attachments_kept: None,
                 };
                 self.runtime
                     .block_on(status::write_item(self.store.as_ref(), &record))?;
@@ -786,6 +787,7 @@ impl Archivist {
             targets: Vec::new(),
             unmapped: Vec::new(),
             reason: Some(format!("quarantined as {key}: {}", bad.error)),
+            attachments_kept: None,
         };
         self.runtime.block_on(status::write_item(store, &record))?;
         let share = self.days.entry(day).or_default();
@@ -829,6 +831,7 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
             targets: Vec::new(),
             unmapped: Vec::new(),
             reason: None,
+            attachments_kept: None,
         };
         status::write_item(store, &record).await?;
     }

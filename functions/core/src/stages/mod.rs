@@ -161,6 +161,19 @@ pub mod keys {
         format!("mail/{connector}/{day}/{item_id}.json")
     }
 
+    /// A file taken out of a mail that was over the mail server's size
+    /// limit, named by its digest (the same file of a replay lands on the
+    /// same key, so the store is never asked to overwrite).
+    pub fn kept_attachment(
+        connector: &str,
+        day: &str,
+        item_id: &str,
+        sha256: &str,
+        file_name: &str,
+    ) -> String {
+        format!("attachments/{connector}/{day}/{item_id}/{sha256}/{file_name}")
+    }
+
     pub fn checkpoint(connector: &str) -> String {
         format!("state/{connector}/checkpoint.json")
     }

@@ -1471,6 +1471,22 @@ impl MailboxSink for ImapSink {
         Ok(valid)
     }
 
+    /// APPENDLIMIT as the server announces it after login, else the
+    /// configured maximum. The session is kept for the delivery that follows.
+    async fn size_limit(&self, mailbox: &str) -> Result<Option<u64>> {
+        let mailbox = mailbox.trim().to_lowercase();
+        let announced = match self.session_with_retries(&mailbox).await {
+            Ok(session) => {
+                let limit = session.wire.info.append_limit();
+                self.put_back(session).await;
+                limit
+            }
+            // A mailbox that cannot be opened fails at delivery, with its reason.
+            Err(_) => None,
+        };
+        Ok(announced.or(self.config.configured_limit()))
+    }
+
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
         let mut outcomes = self.deliver_batch(std::slice::from_ref(delivery)).await?;
         outcomes
