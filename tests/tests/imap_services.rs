@@ -473,3 +473,112 @@ async fn an_oversized_attachment_is_kept_in_the_archive_and_named_in_the_mail() 
         "{row:?}"
     );
 }
+
+/// A busy room's day whose transcript alone is over the limit: numbered
+/// parts, each its own mail and Message-ID, threaded to the first, every
+/// message in exactly one of them and every mail within the limit.
+#[tokio::test]
+async fn a_day_too_big_for_one_mail_is_split_into_threaded_parts() {
+    const LIMIT: u64 = 60_000;
+    let server = Dovecot::start(&[JDOE, ASMITH]);
+    let firm = Firm::new(&[], SignaturePolicy::Required);
+    let mut connector = ConnectorConfig::ice();
+    connector.firm_domains = vec!["acme.example".into()];
+    connector.imap = Some(ImapConfig {
+        max_message_bytes: Some(LIMIT),
+        ..server.imap_config()
+    });
+    firm.write_config(connector);
+    firm.pipeline()
+        .secrets
+        .update(
+            "ice",
+            BTreeMap::from([(
+                fields::MAILBOX_PASSWORD.to_string(),
+                SecretValue::new(integration_tests::dovecot::MASTER_PASSWORD),
+            )]),
+        )
+        .await
+        .unwrap();
+    const LINES: usize = 600;
+    let messages: String = (0..LINES)
+        .map(|i| {
+            format!(
+                r#"    <Message Id="b-{i}" ImId="{who}" Timestamp="2026-11-20T10:{:02}:{:02}Z">line-{i:04} {}</Message>
+"#,
+                i / 60,
+                i % 60,
+                "bund axes and a long enough sentence to weigh ".repeat(2),
+                who = if i % 2 == 0 { "jdoe1" } else { "asmith2" },
+            )
+        })
+        .collect();
+    let export = SAMPLE.replace(
+        "</IceChatExport>",
+        &format!(
+            r#"<Conversation Id="c-2000" Type="Room" StartTime="2026-11-20T10:00:00Z">
+    <Participants>
+      <Participant ImId="jdoe1" Name="John Doe" Email="jdoe@acme.example"/>
+      <Participant ImId="asmith2" Name="Alice Smith" Email="asmith@acme.example"/>
+    </Participants>
+{messages}  </Conversation>
+</IceChatExport>"#
+        ),
+    );
+    firm.drop_export("ACME_2026-11-20.xml.pgp", export.as_bytes(), true);
+    firm.pipeline()
+        .run(&FetchRequest::default(), &Silent)
+        .await
+        .unwrap();
+
+    let all = client::messages(server.imap_port, JDOE, "ICE Chat").await;
+    let parser = mail_parser::MessageParser::default();
+    let header = |m: &mail_parser::Message<'_>, name: &str| {
+        m.headers()
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case(name))
+            .and_then(|h| h.value().as_text().map(|t| t.trim().to_string()))
+    };
+    let parts: Vec<mail_parser::Message<'_>> = all
+        .iter()
+        .map(|m| parser.parse(&m.raw).expect("a mail"))
+        .filter(|m| header(m, "X-Chat-Conversation-Id").as_deref() == Some("c-2000"))
+        .collect();
+    assert!(parts.len() > 2, "split into {} mail(s)", parts.len());
+    for fetched in &all {
+        assert!(fetched.raw.len() as u64 <= LIMIT, "{}", fetched.raw.len());
+    }
+    let ids: std::collections::HashSet<&str> =
+        parts.iter().filter_map(|m| m.message_id()).collect();
+    assert_eq!(ids.len(), parts.len(), "each part has its own Message-ID");
+    let (first, rest): (Vec<_>, Vec<_>) = parts.iter().partition(|m| m.in_reply_to().is_empty());
+    assert_eq!(first.len(), 1, "one first part");
+    let first_id = first[0].message_id().unwrap().to_string();
+    let mut numbers: Vec<usize> = rest
+        .iter()
+        .map(|m| {
+            assert_eq!(m.in_reply_to().as_text(), Some(first_id.as_str()));
+            assert_eq!(m.references().as_text(), Some(first_id.as_str()));
+            header(m, "X-Chat-Part").unwrap().parse().unwrap()
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, (2..=parts.len()).collect::<Vec<_>>());
+    let bodies: Vec<String> = parts
+        .iter()
+        .map(|m| m.body_text(0).unwrap_or_default().into_owned())
+        .collect();
+    for i in 0..LINES {
+        let line = format!("line-{i:04} ");
+        let holders = bodies.iter().filter(|b| b.contains(&line)).count();
+        assert_eq!(holders, 1, "{line} is in {holders} parts");
+    }
+    let path = firm
+        .layout
+        .store()
+        .join("reports/ice/2026-11-20/status.json");
+    let status: chat_archive_core::status::DayStatus =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(status.failed, 0, "{:?}", status.failures);
+    assert!(status.counts_add_up());
+}

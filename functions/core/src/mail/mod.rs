@@ -139,7 +139,7 @@ pub fn build_mails(
             &events,
             &ids,
             &Default::default(),
-            usize::MAX,
+            crate::ledger::PartCap::NONE,
         );
         for part in planned {
             let part = MailPart {

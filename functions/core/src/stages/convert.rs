@@ -614,7 +614,7 @@ impl Archivist {
                     &events,
                     &ids,
                     &held,
-                    config.output.max_events(),
+                    config.part_cap(),
                 );
                 if claimed.is_empty() {
                     return false;
