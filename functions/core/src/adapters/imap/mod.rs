@@ -2,8 +2,11 @@
 //!
 //! One admin credential reaches every mailbox: a Dovecot-style master user
 //! (`LOGIN "user*admin" password`), a SASL PLAIN proxy login (authorization
-//! identity = the mailbox; Cyrus, Dovecot), or SASL XOAUTH2 with a bearer
-//! token (Exchange Online app-only access). See `docs/imap.md`.
+//! identity = the mailbox; Cyrus, Dovecot), or SASL XOAUTH2 with an OAuth2
+//! token the sink mints itself (Exchange Online client credentials, Google
+//! Workspace delegation: `oauth.rs`) or reads from the secret. Mails are kept
+//! within the server's size limit and throttling answers are waited out.
+//! See `docs/imap.md`.
 //!
 //! Exactly once, per folder: the sink keeps the folder's Message-IDs (one
 //! `UID FETCH BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]` of the messages it has
