@@ -303,10 +303,12 @@ async fn a_token_for_the_wrong_audience_fails_once_refreshed_naming_the_mailbox(
     assert!(stored_ids(&server, JDOE).await.is_empty());
 }
 
-/// A throttling answer injected once by a relay that turns the server's
-/// first APPEND completion into `NO [UNAVAILABLE]` (the server did store
-/// those messages): the sink pauses, looks at the folder again and finishes
-/// with every mail exactly once, resending nothing it finds there.
+/// Throttling answers injected by a relay: the first login answered
+/// `NO [UNAVAILABLE]` (as Exchange Online does with too many sessions), and
+/// the server's first APPEND completion turned into `NO [UNAVAILABLE]` (the
+/// server did store those messages). The sink pauses, looks at the folder
+/// again and finishes with every mail exactly once, resending nothing it
+/// finds there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
     use integration_tests::faults::Relay;
@@ -314,12 +316,20 @@ async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
     use std::sync::Arc;
     let server = Dovecot::start(&[JDOE, ASMITH]);
     let injected = Arc::new(AtomicBool::new(false));
-    let seen = injected.clone();
+    let login_refused = Arc::new(AtomicBool::new(false));
+    let (seen, refused) = (injected.clone(), login_refused.clone());
     let relay = Relay::start_rewriting(
         server.imap_port,
         Arc::new(move |line: &str| {
             let (tag, rest) = line.split_once(' ')?;
-            if !rest.starts_with("OK [APPENDUID") || seen.swap(true, Ordering::SeqCst) {
+            let once = if tag == "H1" && rest.starts_with("OK") {
+                &refused
+            } else if rest.starts_with("OK [APPENDUID") {
+                &seen
+            } else {
+                return None;
+            };
+            if once.swap(true, Ordering::SeqCst) {
                 return None;
             }
             Some(format!(
@@ -359,12 +369,13 @@ async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
         injected.load(Ordering::SeqCst),
         "no APPEND answer was rewritten"
     );
+    assert!(login_refused.load(Ordering::SeqCst), "no login was refused");
     assert!(
         outcomes.iter().all(|o| *o == DeliveryOutcome::Delivered),
         "{outcomes:?}"
     );
     let stats = sink.stats();
-    assert_eq!(stats.throttled, 1, "{stats:?}");
+    assert_eq!(stats.throttled, 2, "one login, one APPEND: {stats:?}");
     assert_eq!(
         stats.duplicates_removed, 0,
         "nothing was sent twice: {stats:?}"

@@ -493,6 +493,8 @@ pub struct ImapSink {
     /// mailbox, not the credential.
     credential_ok: AtomicBool,
     valid: Mutex<HashMap<String, (bool, Instant)>>,
+    /// The size limit of each mailbox opened (APPENDLIMIT or the setting).
+    limits: Mutex<HashMap<String, Option<u64>>>,
     idle: Mutex<VecDeque<Session>>,
     indexes: Mutex<HashMap<(String, String), FolderIndex>>,
     stats: Mutex<ImapStats>,
@@ -540,6 +542,7 @@ impl ImapSink {
             secret: tokio::sync::Mutex::new(None),
             credential_ok: AtomicBool::new(false),
             valid: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             idle: Mutex::new(VecDeque::new()),
             indexes: Mutex::new(HashMap::new()),
             stats: Mutex::new(ImapStats::default()),
@@ -768,14 +771,22 @@ impl ImapSink {
         }
     }
 
-    /// Opens a session, re-trying dropped connections with backoff.
+    /// Opens a session, re-trying dropped connections with backoff and
+    /// waiting out a throttled login (which says nothing about the mailbox).
     async fn session_with_retries(&self, mailbox: &str) -> Result<Session, Failure> {
         let mut attempt = 0;
+        let mut throttled = 0;
         loop {
             match self.session(mailbox).await {
                 Err(Failure::Transport(reason)) if attempt < self.config.reconnect_attempts => {
                     attempt += 1;
                     self.backoff(attempt, &reason).await;
+                }
+                Err(Failure::LoginRefused { text, .. })
+                    if is_throttling(&text) && throttled < self.config.throttle_retries =>
+                {
+                    throttled += 1;
+                    self.throttle_pause(throttled, mailbox, &text).await;
                 }
                 other => return other,
             }
@@ -1478,16 +1489,25 @@ impl MailboxSink for ImapSink {
     /// configured maximum. The session is kept for the delivery that follows.
     async fn size_limit(&self, mailbox: &str) -> Result<Option<u64>> {
         let mailbox = mailbox.trim().to_lowercase();
+        if let Some(known) = self.limits.lock().map_err(|_| lock_failed())?.get(&mailbox) {
+            return Ok(*known);
+        }
         let announced = match self.session_with_retries(&mailbox).await {
             Ok(session) => {
                 let limit = session.wire.info.append_limit();
                 self.put_back(session).await;
                 limit
             }
-            // A mailbox that cannot be opened fails at delivery, with its reason.
-            Err(_) => None,
+            // A mailbox that cannot be opened fails at delivery, with its
+            // reason; nothing is remembered about it.
+            Err(_) => return Ok(self.config.configured_limit()),
         };
-        Ok(announced.or(self.config.configured_limit()))
+        let limit = announced.or(self.config.configured_limit());
+        self.limits
+            .lock()
+            .map_err(|_| lock_failed())?
+            .insert(mailbox, limit);
+        Ok(limit)
     }
 
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
@@ -1591,6 +1611,8 @@ admin_user = "archiver"
         )
         .unwrap();
         assert_eq!(exchange.secret_field(), fields::OAUTH_CLIENT_SECRET);
+        let again: ImapConfig = toml::from_str(&toml::to_string(&exchange).unwrap()).unwrap();
+        assert_eq!(again, exchange, "the settings writer keeps the method");
         assert!(ImapSink::with_credential(exchange.clone(), SecretValue::new("s")).is_ok());
         let with_certificate = ImapConfig {
             auth: ImapAuth::ExchangeOnline {
