@@ -342,6 +342,7 @@ async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
         multiappend_max_messages: 5,
         pipeline_depth: 4,
         max_concurrent_mailboxes: 2,
+        max_appends_per_second: 100,
         throttle_backoff_ms: 20,
         ..server.plaintext_config()
     };

@@ -65,6 +65,11 @@ pub fn keep_attachments_in_archive(
     let mut at = 0;
     let mut kept = Vec::with_capacity(chosen.len());
     for (candidate, notice, file) in chosen {
+        // Leaf parts never overlap; a parser that said otherwise is not
+        // trusted with a cut.
+        if candidate.start < at {
+            return None;
+        }
         out.extend_from_slice(&raw[at..candidate.start]);
         out.extend_from_slice(&notice);
         at = candidate.end;

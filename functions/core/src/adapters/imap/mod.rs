@@ -156,6 +156,9 @@ pub struct ImapConfig {
     /// Mailboxes of a batch served at once, one session each (Exchange
     /// Online throttles concurrent IMAP sessions per mailbox and per app).
     pub max_concurrent_mailboxes: usize,
+    /// APPEND commands per second for the whole sink (a MULTIAPPEND counts
+    /// once), to stay under a service's rate; 0 = no pacing.
+    pub max_appends_per_second: u32,
     /// Times a command the server throttles (`[LIMIT]`, `[UNAVAILABLE]`,
     /// `THROTTLED`) is tried again before its messages fail.
     pub throttle_retries: u32,
@@ -182,6 +185,7 @@ impl Default for ImapConfig {
             remove_duplicates: true,
             max_message_bytes: None,
             max_concurrent_mailboxes: 4,
+            max_appends_per_second: 0,
             throttle_retries: 8,
             throttle_backoff_ms: 1000,
         }
@@ -493,6 +497,8 @@ pub struct ImapSink {
     /// mailbox, not the credential.
     credential_ok: AtomicBool,
     valid: Mutex<HashMap<String, (bool, Instant)>>,
+    /// When the next APPEND may leave (`max_appends_per_second`).
+    next_append: tokio::sync::Mutex<tokio::time::Instant>,
     /// The size limit of each mailbox opened (APPENDLIMIT or the setting).
     limits: Mutex<HashMap<String, Option<u64>>>,
     idle: Mutex<VecDeque<Session>>,
@@ -543,6 +549,7 @@ impl ImapSink {
             credential_ok: AtomicBool::new(false),
             valid: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
+            next_append: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             idle: Mutex::new(VecDeque::new()),
             indexes: Mutex::new(HashMap::new()),
             stats: Mutex::new(ImapStats::default()),
@@ -1061,6 +1068,23 @@ impl ImapSink {
         Ok(())
     }
 
+    /// Waits for the next APPEND slot when a rate is configured: slots are
+    /// handed out one interval apart across every session of the sink.
+    async fn pace(&self) {
+        let rate = self.config.max_appends_per_second;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(1) / rate;
+        let slot = {
+            let mut next = self.next_append.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
     /// Sleeps `throttle_backoff_ms * 2^(round-1)` (at most 64x), half of it
     /// fixed and half random.
     async fn throttle_pause(&self, round: u32, mailbox: &str, reason: &str) {
@@ -1160,6 +1184,7 @@ impl ImapSink {
                     for job in &chunk {
                         sent.insert(job.index);
                     }
+                    self.pace().await;
                     self.count(|s| s.append_commands += 1);
                     match send_append(wire, &tag, &mailbox_arg, &chunk).await? {
                         Sent::Whole => in_flight.push_back((tag, chunk)),
