@@ -45,6 +45,9 @@ pub struct Clients {
     pub app_mailbox: String,
     /// Dovecot's HS256 validation key.
     pub dovecot_key: Vec<u8>,
+    /// The users a service account may act as (empty: any), as a domain's
+    /// directory would answer.
+    pub users: Vec<String>,
 }
 
 #[derive(Default)]
@@ -206,6 +209,9 @@ fn answer(
         }
         "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
             let (sub, scope) = check_delegation(field("assertion"), url, clients)?;
+            if !clients.users.is_empty() && !clients.users.contains(&sub) {
+                return Err("Invalid email or User ID".into());
+            }
             ("jwt_bearer", sub, scope)
         }
         other => return Err(format!("unsupported grant_type {other:?}")),

@@ -49,6 +49,7 @@ fn clients(certificate: Option<&KeyPair>, account: Option<&KeyPair>) -> Clients 
         service_account: account.map(|k| (SERVICE_ACCOUNT.into(), k.public_pem.clone())),
         app_mailbox: JDOE.into(),
         dovecot_key: DOVECOT_KEY.to_vec(),
+        users: vec![JDOE.into(), ASMITH.into()],
     }
 }
 
@@ -253,6 +254,24 @@ async fn google_service_account_mints_one_token_per_mailbox_through_the_pipeline
         vec![format!("jwt_bearer {ASMITH}"), format!("jwt_bearer {JDOE}")],
         "one token per mailbox, each asked for its own sub"
     );
+
+    // A user the domain does not know: once the key has worked for another
+    // mailbox, the token endpoint's refusal means "not a valid mailbox".
+    let sink = ImapSink::with_credential(
+        config(
+            &server,
+            ImapAuth::GoogleWorkspace {
+                client_email: SERVICE_ACCOUNT.into(),
+                private_key_id: None,
+                token_url: Some(endpoint.url("/token")),
+                scope: None,
+            },
+        ),
+        SecretValue::new(account.private_pem.clone()),
+    )
+    .unwrap();
+    assert!(sink.is_valid_mailbox(JDOE).await.unwrap());
+    assert!(!sink.is_valid_mailbox("ghost@acme.example").await.unwrap());
 }
 
 #[tokio::test]

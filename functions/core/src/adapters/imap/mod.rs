@@ -690,10 +690,22 @@ impl ImapSink {
                 let tokens = self.tokens.as_ref().ok_or_else(|| {
                     Failure::Fatal("OAuth2 method without a token endpoint".into())
                 })?;
-                token = tokens
-                    .token(mailbox, &secret, reload_secret)
-                    .await
-                    .map_err(Failure::Crate)?;
+                token = match tokens.token(mailbox, &secret, reload_secret).await {
+                    Ok(token) => token,
+                    // The same key already opened another mailbox, so a
+                    // per-mailbox refusal is about this one (Google: a user
+                    // outside the domain or without Gmail).
+                    Err(Error::Mailbox { reason, .. })
+                        if tokens.grant().per_mailbox()
+                            && self.credential_ok.load(Ordering::Relaxed) =>
+                    {
+                        return Err(Failure::LoginRefused {
+                            code: None,
+                            text: reason,
+                        })
+                    }
+                    Err(e) => return Err(Failure::Crate(e)),
+                };
                 Login::XOAuth2 {
                     user: mailbox,
                     token: token.expose(),

@@ -57,7 +57,7 @@ pub enum Grant {
 impl Grant {
     /// Whether one token serves every mailbox (app-only grants) or each
     /// mailbox needs its own (delegation to `sub`).
-    fn per_mailbox(&self) -> bool {
+    pub fn per_mailbox(&self) -> bool {
         matches!(self, Grant::JwtBearer { .. })
     }
 
@@ -134,6 +134,10 @@ impl Tokens {
         })
     }
 
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
     pub fn is_plaintext(&self) -> bool {
         self.url.scheme_str() == Some("http")
     }
@@ -190,9 +194,12 @@ impl Tokens {
 
     async fn mint(&self, mailbox: &str, secret: &SecretValue) -> Result<(SecretValue, Duration)> {
         let form = self.form(mailbox, secret)?;
-        let (status, body) = self.post(form).await.map_err(|e| Error::Mailbox {
-            mailbox: mailbox.to_string(),
-            reason: format!("no OAuth2 token from {}: {e}", self.describe()),
+        // Unreachable is not refused: an I/O error, the run is retried.
+        let (status, body) = self.post(form).await.map_err(|e| {
+            Error::io(
+                format!("asking {} for a token for {mailbox}", self.describe()),
+                std::io::Error::other(e),
+            )
         })?;
         parse_answer(status, &body).map_err(|reason| Error::Mailbox {
             mailbox: mailbox.to_string(),
