@@ -412,19 +412,41 @@ async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
     }
 }
 
-/// A mail over the server's limit (here the configured maximum) keeps its
-/// file in the store and names it; the status log counts it apart.
+/// A mail over the configured maximum keeps its file in the store and
+/// names it; the status log counts it apart.
 #[tokio::test]
 async fn an_oversized_attachment_is_kept_in_the_archive_and_named_in_the_mail() {
-    use sha2::{Digest, Sha256};
     let server = Dovecot::start(&[JDOE, ASMITH]);
+    let imap = ImapConfig {
+        max_message_bytes: Some(100_000),
+        ..server.imap_config()
+    };
+    assert_attachment_kept_in_the_archive(&server, imap).await;
+}
+
+/// The same when the limit is the APPENDLIMIT the server announces (RFC
+/// 7889; Dovecot told to announce it), with no maximum configured.
+#[tokio::test]
+async fn the_servers_appendlimit_sends_an_oversized_attachment_to_the_archive() {
+    let server = Dovecot::start_with(
+        &[JDOE, ASMITH],
+        Options {
+            extra_config: "imap_capability = +APPENDLIMIT=100000".into(),
+            ..Options::default()
+        },
+    );
+    let imap = server.imap_config();
+    assert_eq!(imap.max_message_bytes, None);
+    assert_attachment_kept_in_the_archive(&server, imap).await;
+}
+
+/// A 300 KB file transfer through the pipeline under a 100 KB limit.
+async fn assert_attachment_kept_in_the_archive(server: &Dovecot, imap: ImapConfig) {
+    use sha2::{Digest, Sha256};
     let firm = Firm::new(&[], SignaturePolicy::Required);
     let mut connector = ConnectorConfig::ice();
     connector.firm_domains = vec!["acme.example".into()];
-    connector.imap = Some(ImapConfig {
-        max_message_bytes: Some(100_000),
-        ..server.imap_config()
-    });
+    connector.imap = Some(imap);
     firm.write_config(connector);
     firm.pipeline()
         .secrets
