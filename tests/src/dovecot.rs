@@ -26,6 +26,10 @@ pub struct Options {
     /// Accept SASL XOAUTH2 bearer tokens: JWTs signed (HS256) with this key,
     /// naming the user in their `email` claim (oauth2 passdb, local validation).
     pub oauth2_hs256_key: Option<Vec<u8>>,
+    /// With `oauth2_hs256_key`: tokens must name this in their `aud` claim
+    /// (Dovecot's `client_id` check), as a mail service accepts only tokens
+    /// issued for it.
+    pub oauth2_audience: Option<String>,
     /// Lines added to the configuration as they are (benchmarks).
     pub extra_config: String,
 }
@@ -120,11 +124,15 @@ impl Dovecot {
                 let keys = self.dir.path().join("keys/default/HS256");
                 std::fs::create_dir_all(&keys).expect("keys dir");
                 std::fs::write(keys.join("default"), base64_encode(key)).expect("oauth2 key");
+                let audience = match &self.options.oauth2_audience {
+                    Some(aud) => format!("client_id = {aud}\n"),
+                    None => String::new(),
+                };
                 std::fs::write(
                     self.dir.path().join("oauth2.conf.ext"),
                     format!(
                         "introspection_mode = local\nlocal_validation_key_dict = fs:posix:prefix={d}/keys/\n\
-                         username_attribute = email\n"
+                         username_attribute = email\n{audience}"
                     ),
                 )
                 .expect("oauth2 conf");

@@ -108,11 +108,16 @@ impl Drop for Resume {
 // ---------------------------------------------------------------------------
 // A TCP relay that can be stopped and started again.
 
+/// Rewrites a line the server sends (CRLF included); `None` leaves it.
+pub type LineRewrite = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 struct RelayShared {
     running: AtomicBool,
     /// While set, bytes are held instead of passed on (both directions):
     /// a server that accepted the connection and stopped answering.
     held: AtomicBool,
+    /// Applied to every line from the upstream (a line-based protocol).
+    rewrite: Option<LineRewrite>,
     /// Both ends of every relayed connection, to cut them on stop.
     connections: Mutex<Vec<TcpStream>>,
 }
@@ -127,6 +132,16 @@ pub struct Relay {
 impl Relay {
     /// A relay on a free loopback port to `127.0.0.1:upstream_port`.
     pub fn start(upstream_port: u16) -> Self {
+        Self::start_with(upstream_port, None)
+    }
+
+    /// A relay that passes each line the upstream sends through `rewrite`
+    /// (to inject answers a server gives only under load).
+    pub fn start_rewriting(upstream_port: u16, rewrite: LineRewrite) -> Self {
+        Self::start_with(upstream_port, Some(rewrite))
+    }
+
+    fn start_with(upstream_port: u16, rewrite: Option<LineRewrite>) -> Self {
         let upstream: SocketAddr = ([127, 0, 0, 1], upstream_port).into();
         let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
         let port = listener.local_addr().expect("relay address").port();
@@ -136,6 +151,7 @@ impl Relay {
             shared: Arc::new(RelayShared {
                 running: AtomicBool::new(false),
                 held: AtomicBool::new(false),
+                rewrite,
                 connections: Mutex::new(Vec::new()),
             }),
             acceptor: None,
@@ -236,9 +252,16 @@ fn relay_connection(shared: &Arc<RelayShared>, client: TcpStream, upstream: Sock
             }
         }
     }
-    for (from, to) in [(client, server2), (server, client2)] {
+    let rewrite = shared.rewrite.clone();
+    for (from, mut to, rewrite) in [(client, server2, None), (server, client2, rewrite)] {
         let shared = shared.clone();
-        std::thread::spawn(move || pass_on(&shared, from, to));
+        std::thread::spawn(move || match rewrite {
+            Some(rewrite) => {
+                let _ = copy_lines(from, &mut to, &rewrite);
+                let _ = to.shutdown(Shutdown::Write);
+            }
+            None => pass_on(&shared, from, to),
+        });
     }
 }
 
@@ -260,6 +283,26 @@ fn pass_on(shared: &RelayShared, mut from: TcpStream, mut to: TcpStream) {
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Copies line by line, rewriting the lines that are text.
+fn copy_lines(from: TcpStream, to: &mut TcpStream, rewrite: &LineRewrite) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let replaced = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| rewrite(text));
+        match replaced {
+            Some(text) => to.write_all(text.as_bytes())?,
+            None => to.write_all(&line)?,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod process;
 pub mod readback;
 pub mod sshd;
 pub mod synth;
+pub mod token_endpoint;
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; another process could take
 /// it before use, which tests treat as a retryable start-up failure).

@@ -1041,7 +1041,12 @@ fn each_functions_role_names_only_what_its_stage_needs() {
     );
     only_under(
         "ImportRole",
-        &["reports/", "state/{c}/status-dirty/", "exports/"],
+        &[
+            "reports/",
+            "state/{c}/status-dirty/",
+            "exports/",
+            "attachments/",
+        ],
     );
     // Only fetch writes what arrives; only convert writes the event ledger.
     let writes_under = |role: &str, prefix: &str| {

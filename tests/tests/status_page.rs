@@ -117,6 +117,10 @@ fn the_status_page_renders_offline_and_its_numbers_equal_the_status_json() {
             ("available_after_fanout", status.available_after_fanout),
             ("imported", status.imported),
             ("partially_imported", status.partially_imported),
+            (
+                "imported_attachments_kept",
+                status.imported_attachments_kept,
+            ),
             ("skipped_duplicates", status.skipped_duplicates),
             ("failed", status.failed),
             ("pending", status.pending),

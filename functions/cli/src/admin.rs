@@ -99,7 +99,7 @@ pub enum SecretCommand {
 }
 
 /// Every field a connector secret may hold.
-const KNOWN_FIELDS: [&str; 14] = [
+const KNOWN_FIELDS: [&str; 16] = [
     fields::FIRM_CODE,
     fields::SFTP_PASSWORD,
     fields::SSH_PRIVATE_KEY,
@@ -114,6 +114,8 @@ const KNOWN_FIELDS: [&str; 14] = [
     fields::XIP_SIGNER_PUBLIC_KEY,
     fields::MAILBOX_PASSWORD,
     fields::MAILBOX_OAUTH_TOKEN,
+    fields::OAUTH_CLIENT_SECRET,
+    fields::OAUTH_PRIVATE_KEY,
 ];
 
 /// The store key of a connector's mapping CSV.

@@ -155,6 +155,19 @@ impl Default for ConnectorConfig {
 }
 
 impl ConnectorConfig {
+    /// What one mail of a conversation-day may carry: RSMF's event cap, and
+    /// half the mail server's configured size limit as transcript (the rest
+    /// is headers, the participants, the original XML's share and the growth
+    /// of transfer encoding). The server's own APPENDLIMIT is not known here;
+    /// mails over it keep their attachments in the archive at import.
+    pub fn part_cap(&self) -> crate::ledger::PartCap {
+        let limit = self.imap.as_ref().and_then(|imap| imap.configured_limit());
+        crate::ledger::PartCap {
+            events: self.output.max_events(),
+            bytes: limit.map_or(u64::MAX, |l| l / 2),
+        }
+    }
+
     /// The defaults of a connector of this kind and name.
     pub fn of_kind(kind: ConnectorKind, name: &str) -> Self {
         let (source_label, folder) = match kind {

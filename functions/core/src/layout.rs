@@ -11,7 +11,9 @@
 //!   done markers, waits);
 //! - `reports/<c>/...`: the status log, the mapping report, the page;
 //! - `config/<c>/mapping.csv`: the operator's mapping;
-//! - `exports/<c>/...`: RSMF exports.
+//! - `exports/<c>/...`: RSMF exports;
+//! - `attachments/<c>/<day>/<item>/<sha256>/<name>`: files of a mail too
+//!   large for the mail server, kept whole here and named in the mail.
 
 pub fn raw(connector: &str, file_name: &str) -> String {
     format!("raw/{connector}/{file_name}")
@@ -74,6 +76,19 @@ pub fn mail(connector: &str, day: &str, item_id: &str) -> String {
 
 pub fn sidecar(connector: &str, day: &str, item_id: &str) -> String {
     format!("mail/{connector}/{day}/{item_id}.json")
+}
+
+/// A file taken out of a mail that was over the mail server's size
+/// limit, named by its digest (the same file of a replay lands on the
+/// same key, so the store is never asked to overwrite).
+pub fn kept_attachment(
+    connector: &str,
+    day: &str,
+    item_id: &str,
+    sha256: &str,
+    file_name: &str,
+) -> String {
+    format!("attachments/{connector}/{day}/{item_id}/{sha256}/{file_name}")
 }
 
 pub fn checkpoint(connector: &str) -> String {

@@ -160,6 +160,59 @@ pub struct PlannedPart {
     pub events: Vec<usize>,
 }
 
+/// How much one mail of a conversation-day may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartCap {
+    pub events: usize,
+    /// Estimated transcript bytes (see [`transcript_weight`]).
+    pub bytes: u64,
+}
+
+impl PartCap {
+    pub const NONE: PartCap = PartCap {
+        events: usize::MAX,
+        bytes: u64::MAX,
+    };
+}
+
+/// What an event adds to a mail's transcripts, roughly: its text in the
+/// plain and the HTML body (escaped, and re-encoded when 8-bit) plus the
+/// markup and time stamp around it. A file's bytes are not counted: they
+/// travel as an attachment, which the import stage keeps in the archive when
+/// it does not fit.
+pub fn transcript_weight(event: &ChatEvent) -> u64 {
+    let text = match &event.kind {
+        EventKind::Message { text }
+        | EventKind::Disclaimer { text }
+        | EventKind::Notice { text } => text.len(),
+        EventKind::FileTransfer(file) => file.file_name.len(),
+        _ => 0,
+    };
+    3 * text as u64 + 400
+}
+
+/// The events in order, cut into runs within the cap (each run has at least
+/// one event, whatever its weight).
+fn split_by_cap(new: &[usize], events: &[&ChatEvent], cap: PartCap) -> Vec<Vec<usize>> {
+    let mut parts = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut bytes = 0u64;
+    for &i in new {
+        let weight = transcript_weight(events[i]);
+        let full = current.len() >= cap.events.max(1) || bytes.saturating_add(weight) > cap.bytes;
+        if !current.is_empty() && full {
+            parts.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(weight);
+        current.push(i);
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
 /// The mails that carry the events not `held` yet. Conversation-day
 /// granularity: one mail (the day's first keeps the id an archive made
 /// before the ledger existed: connector, conversation and day; a
@@ -167,8 +220,9 @@ pub struct PlannedPart {
 /// granularity: one mail per message or file transfer; joins, leaves and
 /// disclaimers ride with the next one (trailing ones with the last).
 /// With conversation-day granularity the new events are split into mails
-/// of at most `max_events` (RSMF output: a review platform takes at most
-/// 10,000 events a file); the parts after the first are continuations.
+/// within `cap` (RSMF output: a review platform takes at most 10,000 events
+/// a file; a mail server's size limit: a busy room's day does not fit one
+/// mail); the parts after the first are continuations.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_parts(
     connector: &str,
@@ -178,7 +232,7 @@ pub fn plan_parts(
     events: &[&ChatEvent],
     ids: &[String],
     held: &HashSet<&str>,
-    max_events: usize,
+    cap: PartCap,
 ) -> Vec<PlannedPart> {
     let first = held.is_empty();
     let new: Vec<usize> = (0..events.len())
@@ -205,10 +259,10 @@ pub fn plan_parts(
         };
     }
     if granularity == Granularity::ConversationDay {
-        return new
-            .chunks(max_events.max(1))
+        return split_by_cap(&new, events, cap)
+            .into_iter()
             .enumerate()
-            .map(|(i, chunk)| whole_as(chunk.to_vec(), first && i == 0))
+            .map(|(i, chunk)| whole_as(chunk, first && i == 0))
             .collect();
     }
     let mut planned: Vec<PlannedPart> = Vec::new();
@@ -444,6 +498,52 @@ mod tests {
     }
 
     #[test]
+    fn a_day_over_the_size_cap_is_split_in_order_and_only_the_first_keeps_the_day_id() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        let events: Vec<ChatEvent> = (0..10)
+            .map(|i| message(None, i, "a", &"x".repeat(100)))
+            .collect();
+        let refs: Vec<&ChatEvent> = events.iter().collect();
+        let ids = event_ids("c", &refs);
+        let weight = transcript_weight(&events[0]);
+        let cap = PartCap {
+            events: usize::MAX,
+            bytes: 3 * weight,
+        };
+        let by_day = Granularity::ConversationDay;
+        let parts = plan_parts("ice", "c", day, by_day, &refs, &ids, &HashSet::new(), cap);
+        let sizes: Vec<usize> = parts.iter().map(|p| p.events.len()).collect();
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        let order: Vec<usize> = parts.iter().flat_map(|p| p.events.clone()).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        let whole = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &HashSet::new(),
+            PartCap::NONE,
+        );
+        assert_eq!(
+            parts[0].item_id, whole[0].item_id,
+            "the first part keeps the day's id"
+        );
+        let distinct: HashSet<&str> = parts.iter().map(|p| p.item_id.as_str()).collect();
+        assert_eq!(distinct.len(), 4);
+        // An event heavier than the cap still goes, alone.
+        let tiny = PartCap {
+            events: usize::MAX,
+            bytes: 1,
+        };
+        assert_eq!(
+            plan_parts("ice", "c", day, by_day, &refs, &ids, &HashSet::new(), tiny).len(),
+            10
+        );
+    }
+
+    #[test]
     fn only_events_not_held_are_planned_and_a_continuation_has_its_own_id() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
         let events = [
@@ -462,20 +562,20 @@ mod tests {
             &refs,
             &ids,
             &HashSet::new(),
-            usize::MAX,
+            PartCap::NONE,
         );
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].events, vec![0, 1, 2]);
         assert_eq!(first[0].item_id, item_id("ice", &["c", "2026-11-20"]));
 
         let held: HashSet<&str> = ids[..2].iter().map(String::as_str).collect();
-        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held, usize::MAX);
+        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held, PartCap::NONE);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].events, vec![2]);
         assert_ne!(next[0].item_id, first[0].item_id);
 
         let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all, usize::MAX).is_empty());
+        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all, PartCap::NONE).is_empty());
 
         let per_message = plan_parts(
             "ice",
@@ -485,7 +585,7 @@ mod tests {
             &refs,
             &ids,
             &held,
-            usize::MAX,
+            PartCap::NONE,
         );
         assert_eq!(per_message.len(), 1);
         assert_eq!(

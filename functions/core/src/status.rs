@@ -72,6 +72,10 @@ pub struct ItemRecord {
     pub unmapped: Vec<UnmappedRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why some attachments are kept in the archive instead of the mail
+    /// (the mail was over the mail server's limit), and where they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments_kept: Option<String>,
 }
 
 impl ItemRecord {
@@ -184,6 +188,13 @@ pub struct DayStatus {
     pub skipped_duplicates: u64,
     pub failed: u64,
     pub pending: u64,
+    /// Of `imported` and `partially_imported`: items imported with
+    /// attachments kept in the archive (the mail was over the server's limit).
+    #[serde(default)]
+    pub imported_attachments_kept: u64,
+    /// One row per such item, with the reason and the files' keys.
+    #[serde(default)]
+    pub attachments_kept: Vec<FailureRow>,
     /// The chat events of the day's files (see [`EventCounts`]).
     #[serde(default)]
     pub events: EventCounts,
@@ -248,6 +259,15 @@ impl DayStatus {
             target_mailbox: mailbox.into(),
             reason: reason.into(),
         };
+        if let Some(reason) = &item.attachments_kept {
+            if matches!(
+                item.state,
+                ItemState::Imported | ItemState::PartiallyImported
+            ) {
+                self.imported_attachments_kept += 1;
+                self.attachments_kept.push(row("", "", reason));
+            }
+        }
         for target in item
             .targets
             .iter()
@@ -292,6 +312,7 @@ impl DayStatus {
             ("available_after_fanout", self.available_after_fanout),
             ("imported", self.imported),
             ("partially_imported", self.partially_imported),
+            ("imported_attachments_kept", self.imported_attachments_kept),
             ("skipped_duplicates", self.skipped_duplicates),
             ("failed", self.failed),
             ("pending", self.pending),
@@ -359,6 +380,7 @@ impl DayStatus {
         for (kind, rows) in [
             ("failed_item", &self.failures),
             ("unmapped_participant", &self.unmapped_participants),
+            ("attachments_kept", &self.attachments_kept),
         ] {
             for r in rows {
                 writer
@@ -466,6 +488,7 @@ mod tests {
                 })
                 .collect(),
             reason: None,
+            attachments_kept: None,
         };
         record.settle();
         record
@@ -608,6 +631,7 @@ pub fn file_failure(connector: &str, day: &str, key: &str, reason: &str) -> Item
         targets: Vec::new(),
         unmapped: Vec::new(),
         reason: Some(reason.into()),
+        attachments_kept: None,
     }
 }
 
@@ -728,6 +752,7 @@ mod record_write_tests {
             targets: Vec::new(),
             unmapped: Vec::new(),
             reason: None,
+            attachments_kept: None,
         }
     }
 

@@ -189,7 +189,7 @@ fn render_connector(html: &mut String, page: &ConnectorPage, reports_href: &str)
     chart(html, page);
     html.push_str(
         "<table class=\"days\"><tr><th>Day</th><th>Available</th><th>After fan-out</th>\
-        <th>Imported</th><th>Partial</th><th>Duplicates</th><th>Failed</th><th>Pending</th>\
+        <th>Imported</th><th>Partial</th><th>Imported, attachments kept in the archive</th><th>Duplicates</th><th>Failed</th><th>Pending</th>\
         <th>Events received / delivered / already / quarantined</th><th>Log</th></tr>",
     );
     for day in page.days.iter().rev() {
@@ -200,6 +200,7 @@ fn render_connector(html: &mut String, page: &ConnectorPage, reports_href: &str)
             ("available_after_fanout", day.available_after_fanout),
             ("imported", day.imported),
             ("partially_imported", day.partially_imported),
+            ("imported_attachments_kept", day.imported_attachments_kept),
             ("skipped_duplicates", day.skipped_duplicates),
             ("failed", day.failed),
             ("pending", day.pending),

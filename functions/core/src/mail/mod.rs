@@ -2,6 +2,7 @@
 //! message), renders transcripts, and builds RFC 5322 messages.
 
 pub(crate) mod headers;
+pub mod oversize;
 pub(crate) mod transcript;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -138,7 +139,7 @@ pub fn build_mails(
             &events,
             &ids,
             &Default::default(),
-            usize::MAX,
+            crate::ledger::PartCap::NONE,
         );
         for part in planned {
             let part = MailPart {

@@ -38,6 +38,12 @@ pub trait MailboxSink: Send + Sync {
     /// already holds its Message-ID.
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome>;
 
+    /// The largest message (bytes) the mailbox takes, when the sink knows
+    /// one: a mail over it keeps its largest attachments in the store.
+    async fn size_limit(&self, _mailbox: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Delivers many messages, one outcome per delivery in the same order.
     /// Sinks that can pipeline (IMAP) override it; the default delivers one
     /// by one. A problem of one mailbox (`Error::Mailbox`) becomes a refusal

@@ -74,6 +74,12 @@ pub mod fields {
     pub const MAILBOX_PASSWORD: &str = "mailbox_password";
     /// Bearer token for IMAP SASL XOAUTH2 (Exchange Online app-only access).
     pub const MAILBOX_OAUTH_TOKEN: &str = "mailbox_oauth_token";
+    /// Client secret of an Exchange Online app registration (the sink mints
+    /// its own tokens with it).
+    pub const OAUTH_CLIENT_SECRET: &str = "oauth_client_secret";
+    /// RSA private key (PEM) the sink signs OAuth2 assertions with: the
+    /// Exchange Online app's certificate key, or a Google service account's.
+    pub const OAUTH_PRIVATE_KEY: &str = "oauth_private_key";
 }
 
 #[async_trait]

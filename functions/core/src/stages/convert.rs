@@ -630,7 +630,7 @@ impl Archivist {
                     &events,
                     &ids,
                     &held,
-                    config.output.max_events(),
+                    config.part_cap(),
                 );
                 if claimed.is_empty() {
                     return false;
@@ -763,6 +763,7 @@ impl Archivist {
                     targets: Vec::new(),
                     unmapped: Vec::new(),
                     reason: Some(format!("attachment missing: {reason}")),
+                    attachments_kept: None,
                 };
                 self.runtime
                     .block_on(status::write_item(self.store.as_ref(), &record))?;
@@ -802,6 +803,7 @@ impl Archivist {
             targets: Vec::new(),
             unmapped: Vec::new(),
             reason: Some(format!("quarantined as {key}: {}", bad.error)),
+            attachments_kept: None,
         };
         self.runtime.block_on(status::write_item(store, &record))?;
         let share = self.days.entry(day).or_default();
@@ -847,6 +849,7 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
             targets: Vec::new(),
             unmapped: Vec::new(),
             reason: None,
+            attachments_kept: None,
         };
         status::create_item(store, &record).await?;
     }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::Context;
+use super::{lineage, Context};
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::mail::MailSidecar;
+use crate::mail::{oversize, MailSidecar};
 use crate::mapping::{Mapper, Mapping, MappingTable};
 use crate::ports::{Delivery, DeliveryOutcome, MailboxSink, Metadata};
 use crate::status::{self, ItemRecord, ItemState, TargetRecord, TargetState, UnmappedRecord};
@@ -54,6 +54,9 @@ struct Loaded {
     raw: Vec<u8>,
     mailboxes: Vec<(String, Vec<String>)>,
     unmapped: Vec<UnmappedRecord>,
+    /// Set when the mail was over the server's limit and some attachments
+    /// went to the store instead: the reason and the files.
+    attachments_kept: Option<String>,
 }
 
 /// Imports several mails with one sink call per chunk of [`BATCH_BYTES`], so
@@ -97,14 +100,18 @@ async fn load(ctx: &Context, mapper: &mut Mapper<'_>, sidecar_key: &str) -> Resu
         raw,
         mailboxes: mailboxes.into_iter().collect(),
         unmapped,
+        attachments_kept: None,
     })
 }
 
 async fn deliver_chunk(
     ctx: &Context,
     sink: &dyn MailboxSink,
-    chunk: Vec<Loaded>,
+    mut chunk: Vec<Loaded>,
 ) -> Result<Vec<ItemRecord>> {
+    for mail in &mut chunk {
+        fit_to_limit(ctx, sink, mail).await?;
+    }
     let mut deliveries = Vec::new();
     for mail in &chunk {
         for (mailbox, _) in &mail.mailboxes {
@@ -139,7 +146,8 @@ async fn deliver_chunk(
                 reason,
             });
         }
-        records.push(settle_and_write(ctx, mail.sidecar, targets, mail.unmapped).await?);
+        let kept = mail.attachments_kept;
+        records.push(settle_and_write(ctx, mail.sidecar, targets, mail.unmapped, kept).await?);
     }
     Ok(records)
 }
@@ -149,6 +157,7 @@ async fn settle_and_write(
     sidecar: MailSidecar,
     targets: Vec<TargetRecord>,
     unmapped: Vec<UnmappedRecord>,
+    attachments_kept: Option<String>,
 ) -> Result<ItemRecord> {
     let day = sidecar.day.to_string();
     let fresh = ItemRecord {
@@ -161,6 +170,7 @@ async fn settle_and_write(
         targets,
         unmapped,
         reason: None,
+        attachments_kept,
     };
     let record = status::update_item(
         ctx.store.as_ref(),
@@ -185,6 +195,63 @@ async fn settle_and_write(
         record.targets.len(),
     );
     Ok(record)
+}
+
+/// A mail over the size limit of one of its mailboxes is never dropped or
+/// truncated: its largest attachments are written to the store
+/// (`attachments/...`, named by digest) and the mail that goes out names
+/// each of them instead. A mail still over the limit (its transcript alone)
+/// goes as it is and the server's refusal is reported.
+async fn fit_to_limit(ctx: &Context, sink: &dyn MailboxSink, mail: &mut Loaded) -> Result<()> {
+    let mut limit: Option<u64> = None;
+    for (mailbox, _) in &mail.mailboxes {
+        if let Some(l) = sink.size_limit(mailbox).await? {
+            limit = Some(limit.map_or(l, |m| m.min(l)));
+        }
+    }
+    let Some(limit) = limit.filter(|l| mail.raw.len() as u64 > *l) else {
+        return Ok(());
+    };
+    let side = &mail.sidecar;
+    let day = side.day.to_string();
+    let key_for = |sha256: &str, name: &str| {
+        layout::kept_attachment(&side.connector, &day, &side.item_id, sha256, name)
+    };
+    let Some(reduced) = oversize::keep_attachments_in_archive(&mail.raw, limit, key_for) else {
+        return Ok(());
+    };
+    let mail_key = layout::mail(&side.connector, &day, &side.item_id);
+    for file in &reduced.kept {
+        // Named by digest: present means written whole by an earlier run.
+        if ctx.store.head(&file.key).await?.is_some() {
+            continue;
+        }
+        let mut metadata = Metadata::new();
+        metadata.insert(lineage::SOURCE_KEY.into(), mail_key.clone());
+        metadata.insert(lineage::STAGE.into(), "import".into());
+        ctx.store
+            .put_bytes(&file.key, file.content.clone(), &metadata)
+            .await?;
+    }
+    let files: Vec<String> = reduced
+        .kept
+        .iter()
+        .map(|f| {
+            format!(
+                "{} ({} bytes, SHA-256 {}) at {}",
+                f.name, f.size, f.sha256, f.key
+            )
+        })
+        .collect();
+    tracing::info!(item = %side.item_id, files = files.len(), limit, "mail over the server's limit; attachments kept in the archive");
+    mail.attachments_kept = Some(format!(
+        "imported, attachments kept in the archive: the mail of {} bytes exceeds the {limit} \
+         bytes the mail server accepts; {}",
+        mail.raw.len(),
+        files.join("; ")
+    ));
+    mail.raw = reduced.raw;
+    Ok(())
 }
 
 /// Mailbox -> the ImIds mapped to it (one copy per mailbox, however many of

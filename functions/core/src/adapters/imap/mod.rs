@@ -2,8 +2,11 @@
 //!
 //! One admin credential reaches every mailbox: a Dovecot-style master user
 //! (`LOGIN "user*admin" password`), a SASL PLAIN proxy login (authorization
-//! identity = the mailbox; Cyrus, Dovecot), or SASL XOAUTH2 with a bearer
-//! token (Exchange Online app-only access). See `docs/imap.md`.
+//! identity = the mailbox; Cyrus, Dovecot), or SASL XOAUTH2 with an OAuth2
+//! token the sink mints itself (Exchange Online client credentials, Google
+//! Workspace delegation: `oauth.rs`) or reads from the secret. Mails are kept
+//! within the server's size limit and throttling answers are waited out.
+//! See `docs/imap.md`.
 //!
 //! Exactly once, per folder: the sink keeps the folder's Message-IDs (one
 //! `UID FETCH BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]` of the messages it has
@@ -21,6 +24,7 @@
 
 mod conn;
 mod names;
+mod oauth;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -29,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_rustls::rustls;
 
@@ -55,8 +60,47 @@ pub enum ImapAuth {
     /// Password in secret field `mailbox_password`.
     SaslProxy { admin_user: String },
     /// `AUTHENTICATE XOAUTH2` with `user=<mailbox>` and the bearer token of
-    /// secret field `mailbox_oauth_token` (Exchange Online app-only access).
+    /// secret field `mailbox_oauth_token`, minted and refreshed by someone
+    /// else. Prefer `exchange-online` or `google-workspace`, which mint their own.
     Xoauth2,
+    /// Exchange Online app-only access: the sink obtains a token by the
+    /// client-credentials grant and logs in with `AUTHENTICATE XOAUTH2` as each
+    /// mailbox. With `certificate_thumbprint` it signs a client assertion with
+    /// the certificate's private key (secret field `oauth_private_key`, PEM);
+    /// without, it sends the client secret (secret field `oauth_client_secret`).
+    ExchangeOnline {
+        /// Directory (tenant) id or a verified domain of the tenant.
+        tenant: String,
+        /// Application (client) id of the app registration.
+        client_id: String,
+        /// SHA-1 thumbprint (hex) of the certificate uploaded to the app.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate_thumbprint: Option<String>,
+        /// Default `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`
+        /// (sovereign clouds have their own host).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        /// Default `https://outlook.office365.com/.default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+    /// Google Workspace: a service account with domain-wide delegation signs
+    /// a JWT per mailbox (`sub` = the mailbox) with its private key (secret
+    /// field `oauth_private_key`, the `private_key` of its JSON key file) and
+    /// exchanges it for that mailbox's token.
+    GoogleWorkspace {
+        /// The service account's `client_email`.
+        client_email: String,
+        /// The key's `private_key_id` (sent as `kid`; optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        private_key_id: Option<String>,
+        /// Default `https://oauth2.googleapis.com/token`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        /// Default `https://mail.google.com/` (the only scope Gmail's IMAP takes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
 }
 
 fn default_separator() -> String {
@@ -105,6 +149,22 @@ pub struct ImapConfig {
     /// Expunge extra copies of a Message-ID of the batch (left by concurrent
     /// writers), keeping the oldest. Off: extra copies are only reported.
     pub remove_duplicates: bool,
+    /// The largest message (bytes) the server takes, used when it does not
+    /// announce APPENDLIMIT (RFC 7889). Unset: 35 MiB for `exchange-online`
+    /// (Exchange Online's default per message), no limit otherwise.
+    pub max_message_bytes: Option<u64>,
+    /// Mailboxes of a batch served at once, one session each (Exchange
+    /// Online throttles concurrent IMAP sessions per mailbox and per app).
+    pub max_concurrent_mailboxes: usize,
+    /// APPEND commands per second for the whole sink (a MULTIAPPEND counts
+    /// once), to stay under a service's rate; 0 = no pacing.
+    pub max_appends_per_second: u32,
+    /// Times a command the server throttles (`[LIMIT]`, `[UNAVAILABLE]`,
+    /// `THROTTLED`) is tried again before its messages fail.
+    pub throttle_retries: u32,
+    /// First pause after a throttling answer; doubled each time (up to 64x),
+    /// with random jitter so that parallel importers do not return together.
+    pub throttle_backoff_ms: u64,
 }
 
 impl Default for ImapConfig {
@@ -123,6 +183,11 @@ impl Default for ImapConfig {
             reconnect_attempts: 5,
             timeout_secs: 120,
             remove_duplicates: true,
+            max_message_bytes: None,
+            max_concurrent_mailboxes: 4,
+            max_appends_per_second: 0,
+            throttle_retries: 8,
+            throttle_backoff_ms: 1000,
         }
     }
 }
@@ -139,10 +204,96 @@ impl ImapConfig {
 
     /// The secret field holding the credential.
     pub fn secret_field(&self) -> &'static str {
-        match self.auth {
+        match &self.auth {
             ImapAuth::Xoauth2 => fields::MAILBOX_OAUTH_TOKEN,
+            ImapAuth::ExchangeOnline {
+                certificate_thumbprint: None,
+                ..
+            } => fields::OAUTH_CLIENT_SECRET,
+            ImapAuth::ExchangeOnline { .. } | ImapAuth::GoogleWorkspace { .. } => {
+                fields::OAUTH_PRIVATE_KEY
+            }
             _ => fields::MAILBOX_PASSWORD,
         }
+    }
+
+    /// The size limit when the server announces none.
+    pub fn configured_limit(&self) -> Option<u64> {
+        self.max_message_bytes.or(match self.auth {
+            ImapAuth::ExchangeOnline { .. } => Some(EXCHANGE_MAX_MESSAGE_BYTES),
+            _ => None,
+        })
+    }
+
+    /// Whether the sink mints its own OAuth2 tokens.
+    fn mints_tokens(&self) -> bool {
+        matches!(
+            self.auth,
+            ImapAuth::ExchangeOnline { .. } | ImapAuth::GoogleWorkspace { .. }
+        )
+    }
+
+    /// The token minter of the OAuth2 methods (`None` for the others).
+    fn tokens(&self) -> Result<Option<oauth::Tokens>> {
+        let (grant, url, scope) = match &self.auth {
+            ImapAuth::ExchangeOnline {
+                tenant,
+                client_id,
+                certificate_thumbprint,
+                token_url,
+                scope,
+            } => {
+                let grant = match certificate_thumbprint {
+                    Some(thumbprint) => oauth::Grant::ClientAssertion {
+                        client_id: client_id.clone(),
+                        x5t: oauth::x5t_from_thumbprint(thumbprint)?,
+                    },
+                    None => oauth::Grant::ClientSecret {
+                        client_id: client_id.clone(),
+                    },
+                };
+                let url = token_url
+                    .clone()
+                    .unwrap_or_else(|| oauth::EXCHANGE_TOKEN_URL.replace("{tenant}", tenant));
+                (
+                    grant,
+                    url,
+                    scope.as_deref().unwrap_or(oauth::EXCHANGE_SCOPE),
+                )
+            }
+            ImapAuth::GoogleWorkspace {
+                client_email,
+                private_key_id,
+                token_url,
+                scope,
+            } => (
+                oauth::Grant::JwtBearer {
+                    client_email: client_email.clone(),
+                    key_id: private_key_id.clone(),
+                },
+                token_url
+                    .clone()
+                    .unwrap_or_else(|| oauth::GOOGLE_TOKEN_URL.into()),
+                scope.as_deref().unwrap_or(oauth::GOOGLE_SCOPE),
+            ),
+            _ => return Ok(None),
+        };
+        let plaintext = url.starts_with("http://");
+        if plaintext && !self.insecure_plaintext_for_local_testing_only {
+            return Err(Error::Config(format!(
+                "imap.auth.token_url {url} is not https (plaintext only with \
+                 insecure_plaintext_for_local_testing_only)"
+            )));
+        }
+        // The token endpoint is a public service: system roots, not the
+        // mail server's ca_file.
+        let tls = if plaintext {
+            None
+        } else {
+            Some(tls_config(None)?)
+        };
+        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        oauth::Tokens::new(grant, &url, scope, tls, timeout).map(Some)
     }
 
     fn check(&self) -> Result<()> {
@@ -160,6 +311,14 @@ impl ImapConfig {
             ImapAuth::SaslProxy { admin_user } if admin_user.is_empty() => {
                 return bad("sasl-proxy needs admin_user")
             }
+            ImapAuth::ExchangeOnline {
+                tenant, client_id, ..
+            } if tenant.trim().is_empty() || client_id.trim().is_empty() => {
+                return bad("exchange-online needs tenant and client_id")
+            }
+            ImapAuth::GoogleWorkspace { client_email, .. } if client_email.trim().is_empty() => {
+                return bad("google-workspace needs client_email")
+            }
             _ => {}
         }
         if self.pipeline_depth == 0 {
@@ -169,51 +328,7 @@ impl ImapConfig {
     }
 
     fn tls(&self) -> Result<Arc<rustls::ClientConfig>> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    Error::io(format!("reading imap.ca_file {}", path.display()), e)
-                })?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| {
-                        Error::Config(format!("imap.ca_file {}: {e}", path.display()))
-                    })?;
-                    roots.add(cert).map_err(|e| {
-                        Error::Config(format!("imap.ca_file {}: {e}", path.display()))
-                    })?;
-                }
-                if roots.is_empty() {
-                    return Err(Error::Config(format!(
-                        "imap.ca_file {} holds no certificate",
-                        path.display()
-                    )));
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                for problem in &native.errors {
-                    tracing::warn!(%problem, "a system root certificate could not be loaded");
-                }
-                let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-                if added == 0 {
-                    return Err(Error::Config(
-                        "no system root certificates found; set imap.ca_file".into(),
-                    ));
-                }
-            }
-        }
-        // The provider is named, not taken from the process default, so that
-        // another crate enabling aws-lc-rs cannot make the builder ambiguous.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
+        tls_config(self.ca_file.as_deref())
     }
 
     fn endpoint(&self) -> Result<Endpoint> {
@@ -241,6 +356,53 @@ impl ImapConfig {
     }
 }
 
+/// Trust for a TLS connection: the CA(s) of `ca_file`, or the system roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::io(format!("reading imap.ca_file {}", path.display()), e))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert
+                    .map_err(|e| Error::Config(format!("imap.ca_file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Config(format!("imap.ca_file {}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Config(format!(
+                    "imap.ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for problem in &native.errors {
+                tracing::warn!(%problem, "a system root certificate could not be loaded");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err(Error::Config(
+                    "no system root certificates found; set imap.ca_file".into(),
+                ));
+            }
+        }
+    }
+    // The provider is named, not taken from the process default, so that
+    // another crate enabling aws-lc-rs cannot make the builder ambiguous.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Where the credential comes from.
 enum Credential {
     Store {
@@ -261,6 +423,27 @@ pub struct ImapStats {
     pub duplicates_removed: u64,
     /// APPEND commands sent (a MULTIAPPEND counts once).
     pub append_commands: u64,
+    /// Pauses for a throttling answer (`[LIMIT]`, `[UNAVAILABLE]`, `THROTTLED`).
+    pub throttled: u64,
+}
+
+/// Messages whose APPEND the server throttled, and its words.
+#[derive(Default)]
+struct Throttled<'j> {
+    jobs: Vec<&'j Job<'j>>,
+    reason: String,
+}
+
+/// Whether a refusal asks to come back later rather than refusing the
+/// message: RFC 5530's `[UNAVAILABLE]` and `[LIMIT]`, and the `THROTTLED`
+/// Gmail and Exchange Online write. A `[LIMIT]` about the message's size
+/// (Dovecot's quota_max_mail_size answer) is final: waiting will not shrink it.
+fn is_throttling(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let size = upper.contains("SIZE") || upper.contains("LARGE");
+    upper.contains("[UNAVAILABLE]")
+        || upper.contains("THROTTLED")
+        || (upper.contains("[LIMIT]") && !size)
 }
 
 /// The Message-IDs of one folder as far as the sink has read it.
@@ -308,10 +491,16 @@ pub struct ImapSink {
     endpoint: Endpoint,
     credential: Credential,
     secret: tokio::sync::Mutex<Option<SecretValue>>,
+    /// The token minter of the OAuth2 methods.
+    tokens: Option<oauth::Tokens>,
     /// A login with the credential has worked: later refusals are about the
     /// mailbox, not the credential.
     credential_ok: AtomicBool,
     valid: Mutex<HashMap<String, (bool, Instant)>>,
+    /// When the next APPEND may leave (`max_appends_per_second`).
+    next_append: tokio::sync::Mutex<tokio::time::Instant>,
+    /// The size limit of each mailbox opened (APPENDLIMIT or the setting).
+    limits: Mutex<HashMap<String, Option<u64>>>,
     idle: Mutex<VecDeque<Session>>,
     indexes: Mutex<HashMap<(String, String), FolderIndex>>,
     stats: Mutex<ImapStats>,
@@ -320,6 +509,8 @@ pub struct ImapSink {
 /// How long an answer about a mailbox is trusted (a warm function keeps the
 /// sink across invocations; mailboxes get provisioned and removed).
 const VALIDITY_TTL: Duration = Duration::from_secs(600);
+/// Exchange Online's default maximum message size (35 MB, the MIME size).
+pub const EXCHANGE_MAX_MESSAGE_BYTES: u64 = 35 << 20;
 /// Upper bound of one MULTIAPPEND command's literals.
 const MULTIAPPEND_MAX_BYTES: usize = 8 << 20;
 
@@ -348,13 +539,17 @@ impl ImapSink {
     fn build(config: ImapConfig, credential: Credential) -> Result<Self> {
         config.check()?;
         let endpoint = config.endpoint()?;
+        let tokens = config.tokens()?;
         Ok(Self {
             config,
             endpoint,
             credential,
+            tokens,
             secret: tokio::sync::Mutex::new(None),
             credential_ok: AtomicBool::new(false),
             valid: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+            next_append: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             idle: Mutex::new(VecDeque::new()),
             indexes: Mutex::new(HashMap::new()),
             stats: Mutex::new(ImapStats::default()),
@@ -434,8 +629,25 @@ impl ImapSink {
         // AUTHORIZATIONFAILED (Dovecot: unknown user, good master password)
         // or no code at all (Exchange) is about the mailbox; AUTHENTICATIONFAILED
         // is about the credential unless the same credential already worked.
-        let about_mailbox =
-            code != Some("AUTHENTICATIONFAILED") || self.credential_ok.load(Ordering::Relaxed);
+        let failed_authentication = code == Some("AUTHENTICATIONFAILED");
+        if failed_authentication {
+            if let Some(tokens) = &self.tokens {
+                // A token minted a moment ago was refused as well: the app's
+                // permission, the mailbox permission or the token's audience
+                // is wrong, and no retry will change that.
+                return Err(Error::Mailbox {
+                    mailbox: mailbox.to_string(),
+                    reason: format!(
+                        "IMAP server {} refused a freshly minted OAuth2 token ({}): {text}; check \
+                         the app's IMAP permission, its access to this mailbox and the token's \
+                         scope (audience)",
+                        self.endpoint.describe(),
+                        tokens.describe()
+                    ),
+                });
+            }
+        }
+        let about_mailbox = !failed_authentication || self.credential_ok.load(Ordering::Relaxed);
         if about_mailbox {
             tracing::info!(
                 mailbox,
@@ -455,6 +667,8 @@ impl ImapSink {
             .credential(reload_secret)
             .await
             .map_err(Failure::Crate)?;
+        // A minted token lives as long as the login needs it.
+        let token: SecretValue;
         let login = match &self.config.auth {
             ImapAuth::MasterUser {
                 admin_user,
@@ -472,6 +686,31 @@ impl ImapSink {
                 user: mailbox,
                 token: secret.expose(),
             },
+            ImapAuth::ExchangeOnline { .. } | ImapAuth::GoogleWorkspace { .. } => {
+                let tokens = self.tokens.as_ref().ok_or_else(|| {
+                    Failure::Fatal("OAuth2 method without a token endpoint".into())
+                })?;
+                token = match tokens.token(mailbox, &secret, reload_secret).await {
+                    Ok(token) => token,
+                    // The same key already opened another mailbox, so a
+                    // per-mailbox refusal is about this one (Google: a user
+                    // outside the domain or without Gmail).
+                    Err(Error::Mailbox { reason, .. })
+                        if tokens.grant().per_mailbox()
+                            && self.credential_ok.load(Ordering::Relaxed) =>
+                    {
+                        return Err(Failure::LoginRefused {
+                            code: None,
+                            text: reason,
+                        })
+                    }
+                    Err(e) => return Err(Failure::Crate(e)),
+                };
+                Login::XOAuth2 {
+                    user: mailbox,
+                    token: token.expose(),
+                }
+            }
         };
         let mut wire = Wire::open(&self.endpoint, &login).await?;
         self.credential_ok.store(true, Ordering::Relaxed);
@@ -506,7 +745,8 @@ impl ImapSink {
 
     /// A session for the mailbox: an idle one, or a new login. A refused
     /// XOAUTH2 token is read again from the store once (it may have been
-    /// refreshed since).
+    /// refreshed since); a refused minted token is replaced by a fresh one
+    /// once (it may have been revoked or have expired early).
     async fn session(&self, mailbox: &str) -> Result<Session, Failure> {
         let idle = {
             let mut idle = self
@@ -522,9 +762,11 @@ impl ImapSink {
         }
         match self.open_session(mailbox, false).await {
             Err(Failure::LoginRefused { .. })
-                if matches!(self.config.auth, ImapAuth::Xoauth2)
-                    && matches!(self.credential, Credential::Store { .. }) =>
+                if self.config.mints_tokens()
+                    || (matches!(self.config.auth, ImapAuth::Xoauth2)
+                        && matches!(self.credential, Credential::Store { .. })) =>
             {
+                tracing::info!(mailbox, "token refused; trying once with a fresh one");
                 self.open_session(mailbox, true).await
             }
             other => other,
@@ -548,14 +790,22 @@ impl ImapSink {
         }
     }
 
-    /// Opens a session, re-trying dropped connections with backoff.
+    /// Opens a session, re-trying dropped connections with backoff and
+    /// waiting out a throttled login (which says nothing about the mailbox).
     async fn session_with_retries(&self, mailbox: &str) -> Result<Session, Failure> {
         let mut attempt = 0;
+        let mut throttled = 0;
         loop {
             match self.session(mailbox).await {
                 Err(Failure::Transport(reason)) if attempt < self.config.reconnect_attempts => {
                     attempt += 1;
                     self.backoff(attempt, &reason).await;
+                }
+                Err(Failure::LoginRefused { text, .. })
+                    if is_throttling(&text) && throttled < self.config.throttle_retries =>
+                {
+                    throttled += 1;
+                    self.throttle_pause(throttled, mailbox, &text).await;
                 }
                 other => return other,
             }
@@ -593,6 +843,7 @@ impl ImapSink {
             .unwrap_or_default();
         let mut sent = HashSet::new();
         let mut attempt = 0;
+        let mut throttled = 0;
         let end = loop {
             let failure = match self.session(mailbox).await {
                 Ok(mut session) => {
@@ -620,6 +871,13 @@ impl ImapSink {
                     attempt += 1;
                     self.backoff(attempt, &reason).await;
                 }
+                // Too many sessions (Exchange Online answers the login so).
+                Failure::LoginRefused { text, .. }
+                    if is_throttling(&text) && throttled < self.config.throttle_retries =>
+                {
+                    throttled += 1;
+                    self.throttle_pause(throttled, mailbox, &text).await;
+                }
                 Failure::Folder(reason) => {
                     tracing::warn!(mailbox, folder, %reason, "folder unusable; its messages fail");
                     break Err(Ok(reason));
@@ -644,6 +902,24 @@ impl ImapSink {
             }
             Err(Err(error)) => Err(error),
         }
+    }
+
+    /// One group on its own (groups of a batch run concurrently): its
+    /// outcomes by delivery index.
+    async fn deliver_alone(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        jobs: &[Job<'_>],
+    ) -> Result<Vec<(usize, DeliveryOutcome)>> {
+        let size = jobs.iter().map(|j| j.index + 1).max().unwrap_or(0);
+        let mut outcomes = vec![None; size];
+        self.deliver_group(mailbox, folder, jobs, &mut outcomes)
+            .await?;
+        Ok(jobs
+            .iter()
+            .filter_map(|j| Some((j.index, outcomes[j.index].clone()?)))
+            .collect())
     }
 
     fn restore_index(&self, key: (String, String), index: FolderIndex) {
@@ -693,7 +969,11 @@ impl ImapSink {
         // Decide each job from what the folder holds now.
         let mut to_send: Vec<&Job<'_>> = Vec::new();
         let mut planned: HashSet<&str> = HashSet::new();
-        let limit = session.wire.info.append_limit();
+        let limit = session
+            .wire
+            .info
+            .append_limit()
+            .or(self.config.configured_limit());
         for job in jobs {
             if outcomes[job.index].is_some() {
                 continue;
@@ -716,7 +996,8 @@ impl ImapSink {
             } else if let Some(limit) = limit.filter(|l| job.delivery.raw.len() as u64 > *l) {
                 self.count(|s| s.refused += 1);
                 outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
-                    "message of {} bytes exceeds the server's APPENDLIMIT of {limit} bytes",
+                    "message of {} bytes exceeds the {limit} bytes the server takes (its \
+                     APPENDLIMIT, else imap.max_message_bytes)",
                     job.delivery.raw.len()
                 )));
             } else {
@@ -727,10 +1008,8 @@ impl ImapSink {
             // Nothing stored and nothing sent: the folder is still empty.
             return Ok(());
         }
-        if !to_send.is_empty() {
-            self.append(session, &name, &to_send, outcomes, sent)
-                .await?;
-        }
+        self.append_through_throttling(session, &name, to_send, outcomes, index, sent)
+            .await?;
 
         // Reconcile: see what arrived meanwhile (ours and any concurrent
         // writer's) and keep one copy of each Message-ID of the batch.
@@ -751,6 +1030,92 @@ impl ImapSink {
             self.remove_copies(session, index, extra).await?;
         }
         Ok(())
+    }
+
+    /// Appends the jobs; what the server throttles goes again after a pause
+    /// with jitter, decided anew from a fresh look at the folder (a throttled
+    /// answer may still have stored the message), until `throttle_retries`.
+    async fn append_through_throttling<'j>(
+        &self,
+        session: &mut Session,
+        name: &str,
+        mut to_send: Vec<&'j Job<'j>>,
+        outcomes: &mut [Option<DeliveryOutcome>],
+        index: &mut FolderIndex,
+        sent: &mut HashSet<usize>,
+    ) -> Result<(), Failure> {
+        let mut round = 0;
+        while !to_send.is_empty() {
+            let throttled = self.append(session, name, &to_send, outcomes, sent).await?;
+            if throttled.jobs.is_empty() {
+                return Ok(());
+            }
+            round += 1;
+            if round > self.config.throttle_retries {
+                for job in throttled.jobs {
+                    self.count(|s| s.refused += 1);
+                    outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
+                        "the server kept throttling after {} tries: {}",
+                        round, throttled.reason
+                    )));
+                }
+                return Ok(());
+            }
+            self.throttle_pause(round, &session.mailbox, &throttled.reason)
+                .await;
+            catch_up(&mut session.wire, index, true).await?;
+            to_send = throttled
+                .jobs
+                .into_iter()
+                .filter(|job| {
+                    if !index.ids.contains_key(&job.id) {
+                        return true;
+                    }
+                    self.count(|s| s.appended += 1);
+                    outcomes[job.index] = Some(DeliveryOutcome::Delivered);
+                    false
+                })
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Waits for the next APPEND slot when a rate is configured: slots are
+    /// handed out one interval apart across every session of the sink.
+    async fn pace(&self) {
+        let rate = self.config.max_appends_per_second;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(1) / rate;
+        let slot = {
+            let mut next = self.next_append.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Sleeps `throttle_backoff_ms * 2^(round-1)` (at most 64x), half of it
+    /// fixed and half random.
+    async fn throttle_pause(&self, round: u32, mailbox: &str, reason: &str) {
+        use rand::Rng;
+        self.count(|s| s.throttled += 1);
+        let full = self
+            .config
+            .throttle_backoff_ms
+            .max(1)
+            .saturating_mul(1 << (round - 1).min(6));
+        let delay = Duration::from_millis(full / 2 + rand::thread_rng().gen_range(0..=full / 2));
+        tracing::warn!(
+            mailbox,
+            round,
+            ?delay,
+            reason,
+            "IMAP server throttles; pausing"
+        );
+        tokio::time::sleep(delay).await;
     }
 
     /// Expunges extra copies by UID, keeping the oldest copy of each
@@ -803,14 +1168,14 @@ impl ImapSink {
     /// several messages when the server allows. A refused MULTIAPPEND stores
     /// nothing (RFC 3502), so its messages are sent again one by one to tell
     /// the refused ones from the rest.
-    async fn append(
+    async fn append<'j>(
         &self,
         session: &mut Session,
         name: &str,
-        jobs: &[&Job<'_>],
+        jobs: &[&'j Job<'j>],
         outcomes: &mut [Option<DeliveryOutcome>],
         sent: &mut HashSet<usize>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Throttled<'j>, Failure> {
         let wire = &mut session.wire;
         let mailbox_arg = names::quoted(name)
             .ok_or_else(|| Failure::Folder(format!("folder name {name:?} cannot be quoted")))?;
@@ -819,9 +1184,10 @@ impl ImapSink {
         } else {
             1
         };
-        let mut queue: VecDeque<Vec<&Job<'_>>> = chunks(jobs, multi);
-        let mut retry_alone: Vec<&Job<'_>> = Vec::new();
-        let mut in_flight: VecDeque<(String, Vec<&Job<'_>>)> = VecDeque::new();
+        let mut queue: VecDeque<Vec<&'j Job<'j>>> = chunks(jobs, multi);
+        let mut retry_alone: Vec<&'j Job<'j>> = Vec::new();
+        let mut throttled = Throttled::default();
+        let mut in_flight: VecDeque<(String, Vec<&'j Job<'j>>)> = VecDeque::new();
         let depth = self.config.pipeline_depth.max(1);
         loop {
             if in_flight.len() < depth {
@@ -830,19 +1196,34 @@ impl ImapSink {
                     for job in &chunk {
                         sent.insert(job.index);
                     }
+                    self.pace().await;
                     self.count(|s| s.append_commands += 1);
                     match send_append(wire, &tag, &mailbox_arg, &chunk).await? {
                         Sent::Whole => in_flight.push_back((tag, chunk)),
-                        Sent::Refused(done) => self.settle(done, chunk, outcomes, &mut retry_alone),
+                        Sent::Refused(done) => {
+                            self.settle(done, chunk, outcomes, &mut retry_alone, &mut throttled)
+                        }
                         Sent::Interleaved(done, refused) => {
                             // Another command completed while we waited for
                             // a continuation.
                             let at = in_flight.iter().position(|(t, _)| *t == done.tag);
                             if let Some((_, other)) = at.and_then(|at| in_flight.remove(at)) {
-                                self.settle(done, other, outcomes, &mut retry_alone);
+                                self.settle(
+                                    done,
+                                    other,
+                                    outcomes,
+                                    &mut retry_alone,
+                                    &mut throttled,
+                                );
                             }
                             match refused {
-                                Some(own) => self.settle(own, chunk, outcomes, &mut retry_alone),
+                                Some(own) => self.settle(
+                                    own,
+                                    chunk,
+                                    outcomes,
+                                    &mut retry_alone,
+                                    &mut throttled,
+                                ),
                                 None => in_flight.push_back((tag, chunk)),
                             }
                         }
@@ -867,7 +1248,7 @@ impl ImapSink {
                             done.tag
                         )));
                     };
-                    self.settle(done, chunk, outcomes, &mut retry_alone);
+                    self.settle(done, chunk, outcomes, &mut retry_alone, &mut throttled);
                 }
                 Event::Untagged(Untagged::Bye(text)) => {
                     return Err(Failure::Transport(format!(
@@ -882,7 +1263,7 @@ impl ImapSink {
                 }
             }
         }
-        Ok(())
+        Ok(throttled)
     }
 
     /// Records the completion of an APPEND.
@@ -892,8 +1273,14 @@ impl ImapSink {
         chunk: Vec<&'j Job<'j>>,
         outcomes: &mut [Option<DeliveryOutcome>],
         retry_alone: &mut Vec<&'j Job<'j>>,
+        throttled: &mut Throttled<'j>,
     ) {
-        if done.status == DoneStatus::Ok {
+        if done.status != DoneStatus::Ok && is_throttling(&done.text) {
+            // Nothing was stored; the messages go again after a pause.
+            tracing::info!(reason = %done.text, messages = chunk.len(), "server throttles appends");
+            throttled.jobs.extend(chunk);
+            throttled.reason = done.text;
+        } else if done.status == DoneStatus::Ok {
             for job in chunk {
                 self.count(|s| s.appended += 1);
                 outcomes[job.index] = Some(DeliveryOutcome::Delivered);
@@ -1135,6 +1522,31 @@ impl MailboxSink for ImapSink {
         Ok(valid)
     }
 
+    /// APPENDLIMIT as the server announces it after login, else the
+    /// configured maximum. The session is kept for the delivery that follows.
+    async fn size_limit(&self, mailbox: &str) -> Result<Option<u64>> {
+        let mailbox = mailbox.trim().to_lowercase();
+        if let Some(known) = self.limits.lock().map_err(|_| lock_failed())?.get(&mailbox) {
+            return Ok(*known);
+        }
+        let announced = match self.session_with_retries(&mailbox).await {
+            Ok(session) => {
+                let limit = session.wire.info.append_limit();
+                self.put_back(session).await;
+                limit
+            }
+            // A mailbox that cannot be opened fails at delivery, with its
+            // reason; nothing is remembered about it.
+            Err(_) => return Ok(self.config.configured_limit()),
+        };
+        let limit = announced.or(self.config.configured_limit());
+        self.limits
+            .lock()
+            .map_err(|_| lock_failed())?
+            .insert(mailbox, limit);
+        Ok(limit)
+    }
+
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
         let mut outcomes = self.deliver_batch(std::slice::from_ref(delivery)).await?;
         outcomes
@@ -1159,9 +1571,21 @@ impl MailboxSink for ImapSink {
             }
         }
         let mut outcomes: Vec<Option<DeliveryOutcome>> = vec![None; deliveries.len()];
-        for ((mailbox, folder), jobs) in &groups {
-            self.deliver_group(mailbox, folder, jobs, &mut outcomes)
-                .await?;
+        // Built first, run below: a closure inside the stream would make
+        // the future of this (Send) trait method not general enough.
+        let pending: Vec<_> = groups
+            .iter()
+            .map(|((mailbox, folder), jobs)| self.deliver_alone(mailbox, folder, jobs))
+            .collect();
+        let results: Vec<Result<Vec<(usize, DeliveryOutcome)>>> =
+            futures_util::stream::iter(pending)
+                .buffer_unordered(self.config.max_concurrent_mailboxes.max(1))
+                .collect()
+                .await;
+        for result in results {
+            for (index, outcome) in result? {
+                outcomes[index] = Some(outcome);
+            }
         }
         let stats = self.stats();
         tracing::debug!(?stats, "IMAP batch done");
@@ -1214,6 +1638,39 @@ admin_user = "archiver"
                 .unwrap();
         assert_eq!(oauth.secret_field(), fields::MAILBOX_OAUTH_TOKEN);
         assert!(toml::from_str::<ImapConfig>("host = \"x\"\nplaintext = true\n").is_err());
+    }
+
+    #[test]
+    fn oauth2_methods_name_their_secret_and_refuse_plain_http() {
+        let exchange: ImapConfig = toml::from_str(
+            "host = \"outlook.office365.com\"\n[auth]\nmethod = \"exchange-online\"\n\
+             tenant = \"acme.example\"\nclient_id = \"app\"\n",
+        )
+        .unwrap();
+        assert_eq!(exchange.secret_field(), fields::OAUTH_CLIENT_SECRET);
+        let again: ImapConfig = toml::from_str(&toml::to_string(&exchange).unwrap()).unwrap();
+        assert_eq!(again, exchange, "the settings writer keeps the method");
+        assert!(ImapSink::with_credential(exchange.clone(), SecretValue::new("s")).is_ok());
+        let with_certificate = ImapConfig {
+            auth: ImapAuth::ExchangeOnline {
+                tenant: "acme.example".into(),
+                client_id: "app".into(),
+                certificate_thumbprint: Some("00".repeat(20)),
+                token_url: Some("http://127.0.0.1:1/token".into()),
+                scope: None,
+            },
+            ..exchange
+        };
+        assert_eq!(with_certificate.secret_field(), fields::OAUTH_PRIVATE_KEY);
+        let error = ImapSink::with_credential(with_certificate, SecretValue::new("k"))
+            .err()
+            .expect("plain http needs the testing flag");
+        assert!(error.to_string().contains("not https"), "{error}");
+        let google: ImapConfig = toml::from_str(
+            "host = \"imap.gmail.com\"\nauth = { method = \"google-workspace\", client_email = \"\" }\n",
+        )
+        .unwrap();
+        assert!(ImapSink::with_credential(google, SecretValue::new("k")).is_err());
     }
 
     #[test]
@@ -1271,6 +1728,30 @@ admin_user = "archiver"
         assert_eq!(sizes, vec![2, 1, 2, 1]);
         let sizes: Vec<usize> = chunks(&refs, 1).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1; 6]);
+    }
+
+    #[test]
+    fn throttling_answers_and_size_limits() {
+        assert!(is_throttling("[UNAVAILABLE] Server busy"));
+        assert!(is_throttling("[LIMIT] Too many commands"));
+        assert!(is_throttling("Command Error. 12 [THROTTLED]"));
+        assert!(!is_throttling("[OVERQUOTA] Quota exceeded"));
+        assert!(!is_throttling("Mail too large"));
+        assert!(!is_throttling(
+            "[LIMIT] Mail size is larger than the maximum size allowed by server configuration"
+        ));
+        let mut config = ImapConfig::default();
+        assert_eq!(config.configured_limit(), None);
+        config.auth = ImapAuth::ExchangeOnline {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            certificate_thumbprint: None,
+            token_url: None,
+            scope: None,
+        };
+        assert_eq!(config.configured_limit(), Some(35 << 20));
+        config.max_message_bytes = Some(1000);
+        assert_eq!(config.configured_limit(), Some(1000));
     }
 
     #[test]
