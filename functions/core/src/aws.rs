@@ -250,81 +250,69 @@ fn archive_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
             .map_err(|e| Error::Config(format!("CHAT_ARCHIVE_SETTINGS: {e}")))?,
         None => Settings::default(),
     };
-    let first = base.connectors.first().cloned().unwrap_or_default();
-    let mut value = serde_json::json!({
-        "firm": serde_json::to_value(&base.firm).map_err(Error::internal)?,
-        "first": serde_json::to_value(&first).map_err(Error::internal)?,
-    });
-    let set = |value: &mut serde_json::Value, path: &[&str], new: serde_json::Value| {
-        let mut at = value;
-        for part in &path[..path.len() - 1] {
-            if at.get(*part).is_none_or(serde_json::Value::is_null) {
-                at[*part] = serde_json::json!({});
-            }
-            at = &mut at[*part];
-        }
-        at[path[path.len() - 1]] = new;
-    };
-    let port = |name: &str, v: String| -> Result<serde_json::Value> {
-        v.trim()
-            .parse::<u16>()
-            .map(Into::into)
-            .map_err(|_| Error::Config(format!("{name}: not a port number: {v:?}")))
-    };
+    let mut firm = base.firm;
+    let mut connectors = base.connectors;
+    if connectors.is_empty() {
+        connectors.push(ConnectorConfig::default());
+    }
+    let first = &mut connectors[0];
     if let Some(domains) = get("FIRM_DOMAINS") {
-        let list: Vec<&str> = domains
+        firm.domains = domains
             .split(',')
             .map(str::trim)
             .filter(|d| !d.is_empty())
+            .map(str::to_string)
             .collect();
-        set(&mut value, &["firm", "domains"], list.into());
     }
-    for (name, path) in [
-        ("SIGNATURE_POLICY", "signature_policy"),
-        ("GRANULARITY", "granularity"),
-        ("MAIL_FOLDER", "folder"),
-    ] {
-        if let Some(v) = get(name) {
-            set(&mut value, &["first", path], v.trim().into());
-        }
+    if let Some(v) = get("SIGNATURE_POLICY") {
+        first.signature_policy = setting("SIGNATURE_POLICY", &v)?;
+    }
+    if let Some(v) = get("GRANULARITY") {
+        first.granularity = setting("GRANULARITY", &v)?;
+    }
+    if let Some(v) = get("MAIL_FOLDER") {
+        first.folder = v.trim().to_string();
+    }
+    fn sftp(first: &mut ConnectorConfig) -> &mut crate::adapters::SftpConfig {
+        first.sftp.get_or_insert_with(Default::default)
     }
     if let Some(host) = get("SFTP_HOST") {
-        set(&mut value, &["first", "sftp", "host"], host.trim().into());
+        sftp(first).host = host.trim().to_string();
     }
     if let Some(v) = get("SFTP_PORT") {
-        set(
-            &mut value,
-            &["first", "sftp", "port"],
-            port("SFTP_PORT", v)?,
-        );
+        sftp(first).port = port("SFTP_PORT", &v)?;
     }
     if let Some(v) = get("SFTP_DIRECTORY") {
-        set(&mut value, &["first", "sftp", "directory"], v.into());
+        sftp(first).directory = v;
+    }
+    fn imap(firm: &mut crate::config::FirmSettings) -> &mut crate::adapters::imap::ImapConfig {
+        firm.imap.get_or_insert_with(Default::default)
     }
     if let Some(host) = get("IMAP_HOST") {
-        set(&mut value, &["firm", "imap", "host"], host.trim().into());
+        imap(&mut firm).host = host.trim().to_string();
     }
     if let Some(v) = get("IMAP_PORT") {
-        set(&mut value, &["firm", "imap", "port"], port("IMAP_PORT", v)?);
+        imap(&mut firm).port = Some(port("IMAP_PORT", &v)?);
     }
     if let Some(user) = get("IMAP_ADMIN_USER") {
-        set(
-            &mut value,
-            &["firm", "imap", "auth"],
-            serde_json::json!({"method": "master-user", "admin_user": user.trim()}),
-        );
-    }
-    let firm: crate::config::FirmSettings = serde_json::from_value(value["firm"].take())
-        .map_err(|e| Error::Config(format!("firm settings: {e}")))?;
-    let mut changed: ConnectorConfig = serde_json::from_value(value["first"].take())
-        .map_err(|e| Error::Config(format!("connector settings: {e}")))?;
-    changed.name = first.name;
-    let mut connectors = base.connectors;
-    match connectors.first_mut() {
-        Some(slot) => *slot = changed,
-        None => connectors.push(changed),
+        imap(&mut firm).auth = crate::adapters::imap::ImapAuth::master_user(user.trim());
     }
     Ok(Settings::with_firm(firm, connectors))
+}
+
+/// A setting's value from the environment, read as the settings file reads
+/// it (`required`, `conversation-day`, ...).
+fn setting<T: serde::de::DeserializeOwned>(name: &str, value: &str) -> Result<T> {
+    use serde::de::value::{Error as ValueError, StrDeserializer};
+    T::deserialize(StrDeserializer::<ValueError>::new(value.trim()))
+        .map_err(|e| Error::Config(format!("{name}: {e}")))
+}
+
+fn port(name: &str, value: &str) -> Result<u16> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::Config(format!("{name}: not a port number: {value:?}")))
 }
 
 /// The SDK configuration: HTTPS by rustls with ring, the default credential
@@ -1071,6 +1059,26 @@ mod tests {
         });
         assert_eq!(timeout.error_type, "Timeout.Retryable");
         assert!(timeout.error_message.contains("890 s"));
+    }
+
+    #[test]
+    fn a_mistyped_setting_is_refused_by_the_name_of_its_variable() {
+        for (name, value) in [
+            ("SIGNATURE_POLICY", "mandatory"),
+            ("GRANULARITY", "weekly"),
+            ("SFTP_PORT", "22x"),
+            ("IMAP_PORT", "99999"),
+        ] {
+            let err = settings(&[("BUCKET", "archive"), (name, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let s = settings(&[("BUCKET", "archive"), ("GRANULARITY", "message")]).unwrap();
+        assert_eq!(
+            s.settings.connectors[0].granularity,
+            crate::config::Granularity::Message
+        );
     }
 
     #[test]

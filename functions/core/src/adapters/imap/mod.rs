@@ -107,6 +107,16 @@ fn default_separator() -> String {
     "*".into()
 }
 
+impl ImapAuth {
+    /// Dovecot master-user login as `admin_user`, with the usual separator.
+    pub fn master_user(admin_user: &str) -> Self {
+        ImapAuth::MasterUser {
+            admin_user: admin_user.to_string(),
+            separator: default_separator(),
+        }
+    }
+}
+
 impl Default for ImapAuth {
     fn default() -> Self {
         ImapAuth::MasterUser {
