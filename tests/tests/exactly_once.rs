@@ -609,7 +609,7 @@ mod on_s3 {
             .pipeline
             .ctx
             .store
-            .get_bytes(chat_archive_core::aws::STATUS_PAGE)
+            .get_bytes(chat_archive_core::layout::STATUS_PAGE)
             .await
             .expect("the status schedule writes the status page");
         let page = String::from_utf8(page).expect("utf-8");

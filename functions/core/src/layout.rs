@@ -152,6 +152,10 @@ pub fn quarantine_prefix(stage: &str, connector: &str) -> String {
     format!("quarantine/{stage}/{connector}/")
 }
 
+/// The status page of every connector (AWS: written by the status
+/// schedule).
+pub const STATUS_PAGE: &str = "reports/index.html";
+
 pub fn reports_prefix(connector: &str) -> String {
     format!("reports/{connector}/")
 }
