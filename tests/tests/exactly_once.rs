@@ -24,7 +24,6 @@ use integration_tests::faults::{at_nth_call, Call, HookStore};
 use integration_tests::hostile::day_status;
 use integration_tests::local::Firm;
 use integration_tests::readback::{occurrences, read_folder, ReadMail};
-use sha2::{Digest, Sha256};
 
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
@@ -158,36 +157,8 @@ fn describe(mails: &[ReadMail]) -> String {
         .join("\n")
 }
 
-/// SHA-256 of every evidence object, read from the store's files directly.
 fn evidence(firm: &Firm) -> BTreeMap<String, String> {
-    let root = firm.layout.store();
-    let mut out = BTreeMap::new();
-    for prefix in ["raw", "plain", "mail", "quarantine"] {
-        walk(&root.join(prefix), &mut |path| {
-            let key = path
-                .strip_prefix(&root)
-                .expect("under the store")
-                .to_string_lossy()
-                .into_owned();
-            let bytes = std::fs::read(path).expect("object");
-            out.insert(key, hex::encode(Sha256::digest(bytes)));
-        });
-    }
-    out
-}
-
-fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, visit);
-        } else {
-            visit(&path);
-        }
-    }
+    integration_tests::faults::evidence(&firm.layout.store())
 }
 
 /// Nothing written before has changed, and the store never had to keep an
