@@ -160,7 +160,11 @@ pub struct PlannedPart {
     pub events: Vec<usize>,
 }
 
-/// The mails that carry the events not `held` yet. Conversation-day
+/// The mails that carry the events not `held` yet; `first` when the
+/// conversation-day has no part at all yet (not merely no event held: a
+/// conversation listed without events has a first part that holds none,
+/// and a rerun must not plan it again, nor later events as a first part).
+/// Conversation-day
 /// granularity: one mail (the day's first keeps the id an archive made
 /// before the ledger existed: connector, conversation and day; a
 /// continuation's id derives from the events it carries). Message
@@ -178,9 +182,9 @@ pub fn plan_parts(
     events: &[&ChatEvent],
     ids: &[String],
     held: &HashSet<&str>,
+    first: bool,
     max_events: usize,
 ) -> Vec<PlannedPart> {
-    let first = held.is_empty();
     let new: Vec<usize> = (0..events.len())
         .filter(|&i| !held.contains(ids[i].as_str()))
         .collect();
@@ -462,6 +466,7 @@ mod tests {
             &refs,
             &ids,
             &HashSet::new(),
+            true,
             usize::MAX,
         );
         assert_eq!(first.len(), 1);
@@ -469,13 +474,34 @@ mod tests {
         assert_eq!(first[0].item_id, item_id("ice", &["c", "2026-11-20"]));
 
         let held: HashSet<&str> = ids[..2].iter().map(String::as_str).collect();
-        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held, usize::MAX);
+        let next = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &held,
+            false,
+            usize::MAX,
+        );
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].events, vec![2]);
         assert_ne!(next[0].item_id, first[0].item_id);
 
         let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all, usize::MAX).is_empty());
+        assert!(plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &all,
+            false,
+            usize::MAX
+        )
+        .is_empty());
 
         let per_message = plan_parts(
             "ice",
@@ -485,6 +511,7 @@ mod tests {
             &refs,
             &ids,
             &held,
+            false,
             usize::MAX,
         );
         assert_eq!(per_message.len(), 1);
@@ -492,5 +519,37 @@ mod tests {
             per_message[0].item_id,
             item_id("ice", &["c", "message", &ids[2]])
         );
+    }
+
+    #[test]
+    fn a_day_whose_first_part_holds_no_event_is_not_planned_again_and_later_events_continue_it() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        let by_day = Granularity::ConversationDay;
+        let none = HashSet::new();
+        let quiet = plan_parts("ice", "c", day, by_day, &[], &[], &none, true, usize::MAX);
+        assert_eq!(
+            quiet.len(),
+            1,
+            "a conversation listed without events: one mail"
+        );
+        // A rerun of the same file: the ledger has that part, which holds no event.
+        assert!(plan_parts("ice", "c", day, by_day, &[], &[], &none, false, usize::MAX).is_empty());
+        // A later file with an event of that day: a continuation, not the first id again.
+        let events = [message(None, 1, "a", "one")];
+        let refs: Vec<&ChatEvent> = events.iter().collect();
+        let ids = event_ids("c", &refs);
+        let later = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &none,
+            false,
+            usize::MAX,
+        );
+        assert_eq!(later.len(), 1);
+        assert_ne!(later[0].item_id, quiet[0].item_id);
     }
 }

@@ -138,6 +138,7 @@ pub fn build_mails(
             &events,
             &ids,
             &Default::default(),
+            true,
             usize::MAX,
         );
         for part in planned {

@@ -614,6 +614,7 @@ impl Archivist {
                     &events,
                     &ids,
                     &held,
+                    ledger.parts.is_empty(),
                     config.output.max_events(),
                 );
                 if claimed.is_empty() {
