@@ -762,12 +762,14 @@ impl Soak {
     /// point beyond the run's end leaves it unstruck, which is counted).
     fn draw_fault(&mut self) -> Option<Fault> {
         let (size, cli) = (self.size, self.config.cli.is_some());
+        // Each kind on about one day in five, no fault on the fifth left.
         let roll = self.faults.range(0, 10);
         let mut within = |n: usize| self.faults.range(1, n.max(2) as u64 + 1) as usize;
         match roll {
-            0..=2 => Some(Fault::Crash(within(size.store_calls))),
-            3..=4 if cli => Some(Fault::Sigkill(within(size.files_written))),
-            3..=5 => Some(Fault::StoreOutage(within(size.store_calls))),
+            0..=1 => Some(Fault::Crash(within(size.store_calls))),
+            2..=3 if cli => Some(Fault::Sigkill(within(size.files_written))),
+            2..=3 => Some(Fault::Crash(within(size.store_calls))),
+            4..=5 => Some(Fault::StoreOutage(within(size.store_calls))),
             6..=7 => Some(Fault::MailOutage(within(size.deliveries))),
             _ => None,
         }
