@@ -39,6 +39,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use chat_archive_core::adapters::LocalStore;
+use chat_archive_core::config::{ConnectorConfig, Granularity};
 use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::events::{s3_put_event, FetchRequest};
 use chat_archive_core::mapping::Mapper;
@@ -51,23 +52,26 @@ use serde::Serialize;
 
 use crate::faults::{
     assert_store_objects_whole, evidence, ice_folder, run_killed_at, work_done, Call, HookStore,
-    OutageSink, OutageStore, Rng, GHOST, MAILBOXES,
+    OutageSink, OutageStore, Rng, DOMAIN, GHOST, MAILBOXES,
 };
 use crate::local::{Firm, FIRM_UID, SIGNER_UID};
 use crate::readback::{read_folders, ReadMail};
 
-/// What to run: the seed, the number of days, and the operator's binary
-/// (only a test target can name it; without it no run is killed by SIGKILL).
+/// What to run: the seed, the number of days, the connector's granularity,
+/// and the operator's binary (only a test target can name it; without it
+/// no run is killed by SIGKILL).
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
     pub seed: u64,
     pub days: usize,
+    pub granularity: Granularity,
     pub cli: Option<PathBuf>,
 }
 
 impl SoakConfig {
-    /// `SOAK_SEED` and `SOAK_DAYS` from the environment (what
-    /// `scripts/soak.sh` sets), else the defaults.
+    /// `SOAK_SEED`, `SOAK_DAYS` and `SOAK_GRANULARITY` (`conversation-day`,
+    /// `message`) from the environment (what `scripts/soak.sh` sets), else
+    /// the defaults (conversation-day).
     pub fn from_env(seed: u64, days: usize, cli: Option<PathBuf>) -> Self {
         let number = |name: &str, default: u64| match std::env::var(name) {
             Ok(v) if !v.trim().is_empty() => v
@@ -76,17 +80,27 @@ impl SoakConfig {
                 .unwrap_or_else(|_| panic!("{name}: not a number: {v:?}")),
             _ => default,
         };
+        let granularity = match std::env::var("SOAK_GRANULARITY").as_deref() {
+            Ok("message") => Granularity::Message,
+            Ok("conversation-day") | Ok("") | Err(_) => Granularity::ConversationDay,
+            Ok(other) => panic!("SOAK_GRANULARITY: conversation-day or message, not {other:?}"),
+        };
         Self {
             seed: number("SOAK_SEED", seed),
             days: number("SOAK_DAYS", days as u64) as usize,
+            granularity,
             cli,
         }
     }
 
     /// How to run this very soak again; starts every failure message.
     pub fn replay(&self) -> String {
+        let (label, arg) = match self.granularity {
+            Granularity::Message => (", one mail per message", " message"),
+            Granularity::ConversationDay => ("", ""),
+        };
         format!(
-            "soak seed {} over {} days (replay: scripts/soak.sh {} {})",
+            "soak seed {} over {} days{label} (replay: scripts/soak.sh {} {}{arg})",
             self.seed, self.days, self.seed, self.days
         )
     }
@@ -200,6 +214,7 @@ struct Plan {
 pub struct Figures {
     pub seed: u64,
     pub days: usize,
+    pub granularity: String,
     pub files: BTreeMap<String, usize>,
     pub conversations_listed: usize,
     pub bad_conversations: usize,
@@ -462,9 +477,35 @@ impl Plan {
     }
 }
 
+/// A conversation as one file lists it: the room, its `Type`, its events.
+type Listing = (Room, &'static str, Vec<Event>);
+
+/// Where the encrypted exports are made.
+struct Staging<'a> {
+    firm: &'a Firm,
+    dir: &'a Path,
+    days: usize,
+}
+
+impl Staging<'_> {
+    /// Encrypts (to the firm) and signs (as ICE) an export with GnuPG.
+    fn encrypt(&self, name: &str, xml: &str) -> PathBuf {
+        let plain = self.dir.join(format!("{name}.plain"));
+        if let Some(parent) = plain.parent() {
+            std::fs::create_dir_all(parent).expect("staging dir");
+        }
+        std::fs::write(&plain, xml).expect("plain export");
+        let target = self.dir.join(name);
+        self.firm
+            .gpg
+            .encrypt(&plain, &target, FIRM_UID, Some(SIGNER_UID), false);
+        target
+    }
+}
+
 /// The exports of `days` days from the seed, encrypted and signed by GnuPG
 /// into `staging`, with the day each file arrives on.
-fn generate(firm: &Firm, staging: &Path, seed: u64, days: usize) -> Plan {
+fn generate(staging: &Staging<'_>, seed: u64) -> Plan {
     let (y, m, d) = FIRST_DAY;
     let mut gen = Generator {
         rng: Rng::new(seed),
@@ -480,72 +521,80 @@ fn generate(firm: &Firm, staging: &Path, seed: u64, days: usize) -> Plan {
         bad: Vec::new(),
         figures: Figures {
             seed,
-            days,
+            days: staging.days,
             ..Default::default()
         },
     };
-    let encrypt = |name: &str, xml: &str| -> PathBuf {
-        let plain = staging.join(format!("{name}.plain"));
-        std::fs::write(&plain, xml).expect("plain export");
-        let target = staging.join(name);
-        firm.gpg
-            .encrypt(&plain, &target, FIRM_UID, Some(SIGNER_UID), false);
-        target
-    };
-    for day in 0..days {
-        let date = gen.date(day);
-        // (room, its events) in the file, in file order.
-        let mut listed: Vec<(Room, &'static str, Vec<Event>)> = Vec::new();
-        for room in rooms.iter_mut() {
-            let events = gen.room_events(room, day);
-            room.last = events.last().cloned();
-            plan.expect(room, &events);
-            listed.push((room.clone(), "PersistentChat", events));
-        }
-        for k in 0..gen.rng.range(0, 3) as usize {
-            let room = gen.ad_hoc(day, k);
-            let count = gen.rng.range(1, 4);
-            let events = gen.fresh_events(&room, day, count);
-            plan.expect(&room, &events);
-            listed.push((room, "OneToOne", events));
-        }
-        if gen.rng.range(0, 3) == 0 {
-            listed.push(bad_conversation(&mut gen, &mut plan, day));
-        }
-        let name = format!("ACME_{date}.xml.pgp");
-        let xml = |listed: &[(Room, &'static str, Vec<Event>)], indent: &str| {
-            let conversations: Vec<String> = listed
-                .iter()
-                .map(|(room, kind, events)| conversation_xml(room, kind, events, indent))
-                .collect();
-            export_xml(date, &conversations)
-        };
-        let daily = encrypt(&name, &xml(&listed, "  "));
-        plan.push(day, &name, daily.clone(), FileKind::Daily);
-        if gen.rng.range(0, 5) == 0 {
-            // The same bytes again under another name, that day or the next.
-            let again = format!("ACME_{date}_resent.xml.pgp");
-            let copy = staging.join(&again);
-            std::fs::copy(&daily, &copy).expect("copy");
-            let on = (day + gen.rng.range(0, 2) as usize).min(days - 1);
-            plan.push(on, &again, copy, FileKind::Redelivered);
-        }
-        if gen.rng.range(0, 5) == 0 {
-            let kind = regenerate(&mut gen, &mut plan, &mut listed, day);
-            let dir = staging.join(format!("regenerated-{day}"));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let file = encrypt(&format!("regenerated-{day}/{name}"), &xml(&listed, "    "));
-            // A day or two later (the last day's own day: it replaces the
-            // first version before any run fetches it).
-            let on = (day + 1 + gen.rng.range(0, 2) as usize).min(days - 1);
-            plan.push(on, &name, file, kind);
-        }
+    for day in 0..staging.days {
+        let mut listed = listings(&mut gen, &mut rooms, &mut plan, day);
+        files_of_the_day(&mut gen, &mut plan, &mut listed, staging, day);
     }
     plan.figures.distinct_messages = plan.fates.len();
     plan.figures.file_transfers = plan.transfers.len();
     plan.figures.events_distinct = plan.events_by_day.values().map(BTreeSet::len).sum();
     plan.figures.bad_conversations = plan.bad.len();
     plan
+}
+
+/// What day `day`'s file lists, in file order: every persistent room, the
+/// day's ad hoc chats, now and then a bad conversation.
+fn listings(gen: &mut Generator, rooms: &mut [Room], plan: &mut Plan, day: usize) -> Vec<Listing> {
+    let mut listed = Vec::new();
+    for room in rooms.iter_mut() {
+        let events = gen.room_events(room, day);
+        room.last = events.last().cloned();
+        plan.expect(room, &events);
+        listed.push((room.clone(), "PersistentChat", events));
+    }
+    for k in 0..gen.rng.range(0, 3) as usize {
+        let room = gen.ad_hoc(day, k);
+        let count = gen.rng.range(1, 4);
+        let events = gen.fresh_events(&room, day, count);
+        plan.expect(&room, &events);
+        listed.push((room, "OneToOne", events));
+    }
+    if gen.rng.range(0, 3) == 0 {
+        listed.push(bad_conversation(gen, plan, day));
+    }
+    listed
+}
+
+/// The day's file, and perhaps the same bytes again under another name
+/// (that day or the next) and a regenerated version under its name (a day
+/// or two later; on the last day that day, replacing the first before any
+/// run fetches it).
+fn files_of_the_day(
+    gen: &mut Generator,
+    plan: &mut Plan,
+    listed: &mut [Listing],
+    staging: &Staging<'_>,
+    day: usize,
+) {
+    let date = gen.date(day);
+    let last = staging.days - 1;
+    let xml = |listed: &[Listing], indent: &str| {
+        let conversations: Vec<String> = listed
+            .iter()
+            .map(|(room, kind, events)| conversation_xml(room, kind, events, indent))
+            .collect();
+        export_xml(date, &conversations)
+    };
+    let name = format!("ACME_{date}.xml.pgp");
+    let daily = staging.encrypt(&name, &xml(listed, "  "));
+    plan.push(day, &name, daily.clone(), FileKind::Daily);
+    if gen.rng.range(0, 5) == 0 {
+        let again = format!("ACME_{date}_resent.xml.pgp");
+        let copy = staging.dir.join(&again);
+        std::fs::copy(&daily, &copy).expect("copy");
+        let on = (day + gen.rng.range(0, 2) as usize).min(last);
+        plan.push(on, &again, copy, FileKind::Redelivered);
+    }
+    if gen.rng.range(0, 5) == 0 {
+        let kind = regenerate(gen, plan, listed, day);
+        let file = staging.encrypt(&format!("regenerated-{day}/{name}"), &xml(listed, "    "));
+        let on = (day + 1 + gen.rng.range(0, 2) as usize).min(last);
+        plan.push(on, &name, file, kind);
+    }
 }
 
 impl Plan {
@@ -561,11 +610,7 @@ impl Plan {
 
 /// A conversation of the day with one message whose time is not a time:
 /// quarantined whole, with a reason, while the rest of its file goes on.
-fn bad_conversation(
-    gen: &mut Generator,
-    plan: &mut Plan,
-    day: usize,
-) -> (Room, &'static str, Vec<Event>) {
+fn bad_conversation(gen: &mut Generator, plan: &mut Plan, day: usize) -> Listing {
     let mut room = gen.ad_hoc(day, 9);
     room.id = format!("bad-{day}");
     let mut events = gen.fresh_events(&room, day, 2);
@@ -589,7 +634,7 @@ fn bad_conversation(
 fn regenerate(
     gen: &mut Generator,
     plan: &mut Plan,
-    listed: &mut [(Room, &'static str, Vec<Event>)],
+    listed: &mut [Listing],
     day: usize,
 ) -> FileKind {
     let n = listed.len();
@@ -678,9 +723,25 @@ impl Soak {
                 firm.layout.data_dir.display()
             );
         }
+        let mut connector = ConnectorConfig::ice();
+        connector.firm_domains = vec![DOMAIN.into()];
+        connector.signature_policy = SignaturePolicy::Required;
+        connector.granularity = config.granularity;
+        firm.write_config(connector);
         let staging = firm.dir.path().join("staging");
         std::fs::create_dir_all(&staging).expect("staging");
-        let plan = generate(&firm, &staging, config.seed, config.days);
+        let mut plan = generate(
+            &Staging {
+                firm: &firm,
+                dir: &staging,
+                days: config.days,
+            },
+            config.seed,
+        );
+        plan.figures.granularity = match config.granularity {
+            Granularity::Message => "message".into(),
+            Granularity::ConversationDay => "conversation-day".into(),
+        };
         Self {
             faults: Rng::new(config.seed ^ 0xFA17_5EED_0000_0001),
             config,

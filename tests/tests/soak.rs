@@ -1,8 +1,8 @@
 //! The seeded soak ([`integration_tests::soak`]) as CI runs it: a few days
 //! of exports through kills, outages and doubled events, on a fixed seed,
 //! then every invariant read back by an independent reader. A longer or
-//! other soak: `scripts/soak.sh SEED DAYS` (the same test, with
-//! `SOAK_SEED` and `SOAK_DAYS` set).
+//! other soak: `scripts/soak.sh SEED DAYS [GRANULARITY]` (the same test,
+//! with `SOAK_SEED`, `SOAK_DAYS` and `SOAK_GRANULARITY` set).
 
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ async fn a_seeded_soak_of_days_of_exports_through_faults_keeps_every_event_once(
         "{}: {figures:?}",
         config.replay()
     );
-    if (config.seed, config.days) == (SEED, DAYS) {
+    if (config.seed, config.days, config.granularity) == (SEED, DAYS, Default::default()) {
         assert_eq!(
             figures.faults_injected.len(),
             4,
