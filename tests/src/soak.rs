@@ -701,6 +701,31 @@ struct RunSize {
     files_written: usize,
 }
 
+/// The store hook of a run: counts operations, and at the fault's point
+/// stops the process (a panic: the run ends at that very operation) or
+/// takes the store away for the rest of the run.
+fn strike_at_store_operation(
+    fault: Option<Fault>,
+    calls: Arc<AtomicUsize>,
+    struck: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+) -> impl Fn(Call<'_>) + Send + Sync + 'static {
+    move |_| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        match fault {
+            Some(Fault::Crash(at)) if n == at => {
+                struck.store(true, Ordering::SeqCst);
+                panic!("crash injected by the soak at store operation {n}");
+            }
+            Some(Fault::StoreOutage(at)) if n == at => {
+                struck.store(true, Ordering::SeqCst);
+                down.store(true, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+}
+
 pub struct Soak {
     pub config: SoakConfig,
     firm: Firm,
@@ -709,6 +734,8 @@ pub struct Soak {
     size: RunSize,
     /// Every evidence object seen so far and its SHA-256.
     evidence: BTreeMap<String, String>,
+    /// The day being run (for the fault log).
+    today: usize,
 }
 
 impl Soak {
@@ -753,6 +780,7 @@ impl Soak {
                 files_written: 40,
             },
             evidence: BTreeMap::new(),
+            today: 0,
         }
     }
 
@@ -764,6 +792,7 @@ impl Soak {
     /// fault), a retry now or tomorrow, events delivered again, re-runs.
     pub async fn run_days(&mut self) {
         for day in 0..self.config.days {
+            self.today = day;
             self.arrive(day);
             let fault = self.draw_fault();
             let struck = self.run(fault).await;
@@ -862,7 +891,10 @@ impl Soak {
                     .entry(kind.into())
                     .or_default() += 1;
                 self.plan.figures.failed_runs += 1;
-                tracing::debug!(how, "fault struck");
+                // One line per fault, for the post-mortem of a failing seed.
+                let first = how.lines().next().unwrap_or_default();
+                let at = fault.map(|f| format!("{f:?}")).unwrap_or_default();
+                eprintln!("day {}: {kind} ({at}): {first:.200}", self.today);
                 true
             }
         }
@@ -880,23 +912,7 @@ impl Soak {
             inner: pipeline.ctx.store.clone(),
             down: down.clone(),
         });
-        let hook = {
-            let (calls, struck, down) = (calls.clone(), struck.clone(), down.clone());
-            move |_: Call<'_>| {
-                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                match fault {
-                    Some(Fault::Crash(at)) if n == at => {
-                        struck.store(true, Ordering::SeqCst);
-                        panic!("crash injected by the soak at store operation {n}");
-                    }
-                    Some(Fault::StoreOutage(at)) if n == at => {
-                        struck.store(true, Ordering::SeqCst);
-                        down.store(true, Ordering::SeqCst);
-                    }
-                    _ => {}
-                }
-            }
-        };
+        let hook = strike_at_store_operation(fault, calls.clone(), struck.clone(), down);
         pipeline.ctx.store = Arc::new(HookStore::new(store, hook));
         let mail_at = match fault {
             Some(Fault::MailOutage(at)) => at,
@@ -912,29 +928,23 @@ impl Soak {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
-        .await;
+        .await
+        .map_err(|panic| panic.to_string());
         let struck = struck.load(Ordering::SeqCst) || sink.down.load(Ordering::SeqCst);
-        match outcome {
-            Ok(Ok(())) if !struck => {
-                self.size = RunSize {
-                    store_calls: calls.load(Ordering::SeqCst),
-                    deliveries: sink.deliveries.load(Ordering::SeqCst),
-                    files_written: work_done(&self.firm.layout.data_dir) - before,
-                };
-                if fault.is_some() {
-                    Ended::NotReached
-                } else {
-                    Ended::Completed
-                }
-            }
-            Ok(Ok(())) => Ended::Struck("the run completed after the fault".into()),
-            Ok(Err(e)) if struck => Ended::Struck(e),
-            Err(panic) if struck => Ended::Struck(panic.to_string()),
-            Ok(Err(e)) => panic!("{}: a run failed without a fault: {e}", self.context()),
-            Err(panic) => panic!(
-                "{}: a run panicked without a fault: {panic}",
-                self.context()
-            ),
+        if outcome.is_ok() && !struck {
+            self.size = RunSize {
+                store_calls: calls.load(Ordering::SeqCst),
+                deliveries: sink.deliveries.load(Ordering::SeqCst),
+                files_written: work_done(&self.firm.layout.data_dir) - before,
+            };
+        }
+        match (outcome, struck) {
+            (Ok(Ok(())), false) if fault.is_some() => Ended::NotReached,
+            (Ok(Ok(())), false) => Ended::Completed,
+            (Ok(Ok(())), true) => Ended::Struck("the run completed after the fault".into()),
+            (Ok(Err(e)) | Err(e), true) => Ended::Struck(e),
+            (Ok(Err(e)), false) => panic!("{}: a run failed without a fault: {e}", self.context()),
+            (Err(e), false) => panic!("{}: a run panicked without a fault: {e}", self.context()),
         }
     }
 
