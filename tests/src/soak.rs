@@ -29,7 +29,7 @@
 //!
 //! Everything is drawn from the seed (generation and faults from two
 //! streams, so a fault schedule does not shift the exports): a failing run
-//! is replayed with `scripts/soak.sh SEED DAYS`.
+//! is replayed with `scripts/soak.sh SEED DAYS [message]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1122,34 +1122,41 @@ impl Soak {
         }
     }
 
-    /// Each bad conversation of each file is under `quarantine/` with a
-    /// reason that names the bad message's time.
+    /// Each bad conversation is under `quarantine/` (a copy per file that
+    /// held it, the original XML of that conversation) with a reason beside
+    /// it that names the file and the bad time; nothing else is there.
     async fn assert_quarantined_with_reason(&self, store: &LocalStore, context: &str) {
         let keys = store.list("quarantine/").await.expect("list quarantine/");
-        let mut reasons = Vec::new();
-        for key in keys.iter().filter(|k| k.ends_with(".reason.json")) {
-            let bytes = store.get_bytes(key).await.expect("reason");
-            reasons.push(String::from_utf8_lossy(&bytes).into_owned());
-        }
-        for (conversation, file_day) in &self.plan.bad {
-            let copies = keys
-                .iter()
-                .filter(|k| k.contains(file_day) && k.ends_with(".xml"))
-                .count();
-            assert!(
-                copies > 0,
-                "{context}: bad conversation {conversation} (file of {file_day}) not quarantined: {keys:?}"
-            );
-            assert!(
-                reasons.iter().any(|r| r.contains("yesterday-")),
-                "{context}: no quarantine reason names the bad time: {reasons:?}"
-            );
-        }
-        let bad_files: BTreeSet<&str> = self.plan.bad.iter().map(|(_, d)| d.as_str()).collect();
+        let mut copies: BTreeMap<String, usize> = BTreeMap::new();
         for key in keys.iter().filter(|k| k.ends_with(".xml")) {
+            let body =
+                String::from_utf8_lossy(&store.get_bytes(key).await.expect("copy")).into_owned();
+            let reason_key = format!("{key}.reason.json");
+            let reason = store
+                .get_bytes(&reason_key)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|e| panic!("{context}: {key} has no reason ({reason_key}): {e}"));
+            let bad = self.plan.bad.iter().find(|(id, day)| {
+                body.contains(&format!("Id=\"{id}\"")) && key.contains(day.as_str())
+            });
+            let Some((id, _)) = bad else {
+                panic!("{context}: quarantined although nothing in it is bad: {key}");
+            };
+            let file = key
+                .strip_prefix("quarantine/")
+                .and_then(|k| k.rsplit_once('/'))
+                .map_or("", |(file, _)| file);
             assert!(
-                bad_files.iter().any(|d| key.contains(d)),
-                "{context}: quarantined although nothing in it is bad: {key}"
+                reason.contains("yesterday-") && reason.contains(file),
+                "{context}: {reason_key} does not name the file {file} and the bad time: {reason}"
+            );
+            *copies.entry(id.clone()).or_default() += 1;
+        }
+        for (id, file_day) in &self.plan.bad {
+            assert!(
+                copies.contains_key(id),
+                "{context}: bad conversation {id} (file of {file_day}) not quarantined: {keys:?}"
             );
         }
     }
