@@ -10,7 +10,14 @@
 //! - [`HookStore`]: an object store that calls a hook before every operation
 //!   (and as a written body streams), so a fault is injected at an exact
 //!   point of a stage, not after a guessed delay.
+//! - [`OutageStore`], [`OutageSink`]: a store and a mailbox sink that fail
+//!   every operation, as an unreachable S3 or mail server does, while their
+//!   switch is on (a [`HookStore`] hook or a delivery count turns it on).
 //! - [`Rng`]: a small deterministic PRNG; a seed reproduces a run.
+//! - [`CliRun`], [`run_killed_at`]: the operator's `chat-archive run` as a
+//!   child process, killed with SIGKILL once it has written so much.
+//! - [`evidence`]: the SHA-256 of every evidence object, to prove that
+//!   nothing written was ever changed.
 //! - [`corpus`]: ICE exports over several days whose outcome is known in
 //!   advance (which mailboxes get which conversation, which fail), and
 //!   [`assert_each_conversation_once`], the invariant: every conversation is
@@ -22,16 +29,19 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use chat_archive_core::ports::{ByteStream, Metadata, ObjectInfo, ObjectStore};
+use chat_archive_core::ports::{
+    ByteStream, Delivery, DeliveryOutcome, MailboxSink, Metadata, ObjectInfo, ObjectStore,
+};
 use chat_archive_core::status::DayStatus;
-use chat_archive_core::Result;
+use chat_archive_core::{Error, Result};
 use sha2::Digest as _;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -430,6 +440,117 @@ pub fn at_nth_call(
 }
 
 // ---------------------------------------------------------------------------
+// Outages: a store and a mailbox sink that fail while switched off.
+
+/// A store that fails every operation while `down` is set: what a stage
+/// sees of an unreachable S3 (its writes never start, nothing is changed).
+pub struct OutageStore {
+    pub inner: Arc<dyn ObjectStore>,
+    pub down: Arc<AtomicBool>,
+}
+
+impl OutageStore {
+    fn check(&self, key: &str) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::store(
+                key,
+                "connection refused (injected store outage)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for OutageStore {
+    async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)> {
+        self.check(key)?;
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.check(key)?;
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
+        self.check(key)?;
+        self.inner.put(key, body, metadata).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.check(prefix)?;
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.check(key)?;
+        self.inner.delete(key).await
+    }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        self.check(key)?;
+        self.inner.get_versioned(key).await
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+        expected: Option<&str>,
+    ) -> Result<bool> {
+        self.check(key)?;
+        self.inner.put_if(key, bytes, metadata, expected).await
+    }
+}
+
+/// A mailbox sink that goes down at its `down_at`-th delivery (1-based; 0:
+/// never) and stays down: every call then fails as the IMAP sink fails when
+/// its server refuses connections (a transport error, so the stage fails
+/// and is retried; no message is refused for good).
+pub struct OutageSink {
+    pub inner: Arc<dyn MailboxSink>,
+    pub down_at: usize,
+    pub deliveries: AtomicUsize,
+    pub down: AtomicBool,
+}
+
+impl OutageSink {
+    pub fn new(inner: Arc<dyn MailboxSink>, down_at: usize) -> Self {
+        Self {
+            inner,
+            down_at,
+            deliveries: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                "IMAP server 127.0.0.1",
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "connection refused (injected mail server outage)",
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MailboxSink for OutageSink {
+    async fn is_valid_mailbox(&self, mailbox: &str) -> Result<bool> {
+        self.check()?;
+        self.inner.is_valid_mailbox(mailbox).await
+    }
+    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
+        let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.down_at {
+            self.down.store(true, Ordering::SeqCst);
+        }
+        self.check()?;
+        self.inner.deliver(delivery).await
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Runs on copies of one data directory.
 
 /// Copies a directory tree (a firm's pristine data directory, so that every
@@ -465,6 +586,99 @@ pub fn count_files(dir: &Path, skip: &[&str]) -> usize {
             }
         })
         .sum()
+}
+
+/// SHA-256 of every evidence object (`raw/`, `plain/`, `mail/`,
+/// `quarantine/`) of a local store, read from its files directly.
+pub fn evidence(store_root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for prefix in ["raw", "plain", "mail", "quarantine"] {
+        walk(&store_root.join(prefix), &mut |path| {
+            let key = path
+                .strip_prefix(store_root)
+                .expect("under the store")
+                .to_string_lossy()
+                .into_owned();
+            let bytes = std::fs::read(path).expect("object");
+            out.insert(key, hex::encode(sha2::Sha256::digest(bytes)));
+        });
+    }
+    out
+}
+
+/// Calls `visit` with every file under `dir`, recursively.
+pub fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, visit);
+        } else {
+            visit(&path);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The operator's `chat-archive run` as a child process, killed mid-run.
+
+/// A `chat-archive run` child process, killed by its PID if the test ends early.
+pub struct CliRun(pub Child);
+
+impl Drop for CliRun {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bin --data-dir DIR run`, its output into `DIR/LOG`.
+pub fn start_run(bin: &Path, dir: &Path, log: &str) -> CliRun {
+    let log = std::fs::File::create(dir.join(log)).expect("run log");
+    CliRun(
+        Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("run")
+            .env_remove("CHAT_ARCHIVE_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("chat-archive starts"),
+    )
+}
+
+/// What a run has written so far: objects in the store and messages in the
+/// mailboxes (it only ever adds files, so this measures its progress).
+pub fn work_done(dir: &Path) -> usize {
+    count_files(&dir.join("store"), &[".meta", ".tmp"])
+        + count_files(&dir.join("mailboxes"), &["tmp"])
+}
+
+/// Starts a run and kills it (SIGKILL, by its PID) once the data directory
+/// holds `kill_at` files ([`work_done`]). Returns how many it held, or the
+/// exit status if the run ended before.
+pub fn run_killed_at(
+    bin: &Path,
+    dir: &Path,
+    kill_at: usize,
+) -> std::result::Result<usize, ExitStatus> {
+    let mut run = start_run(bin, dir, "killed.log");
+    loop {
+        if let Some(status) = run.0.try_wait().expect("try_wait") {
+            return Err(status);
+        }
+        let done = work_done(dir);
+        if done >= kill_at {
+            run.0.kill().expect("SIGKILL");
+            run.0.wait().expect("wait");
+            return Ok(done);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ pub mod local;
 pub mod moto;
 pub mod process;
 pub mod readback;
+pub mod soak;
 pub mod sshd;
 pub mod synth;
 pub mod token_endpoint;

@@ -24,7 +24,6 @@ use integration_tests::faults::{at_nth_call, Call, HookStore};
 use integration_tests::hostile::day_status;
 use integration_tests::local::Firm;
 use integration_tests::readback::{occurrences, read_folder, ReadMail};
-use sha2::{Digest, Sha256};
 
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
@@ -158,36 +157,8 @@ fn describe(mails: &[ReadMail]) -> String {
         .join("\n")
 }
 
-/// SHA-256 of every evidence object, read from the store's files directly.
 fn evidence(firm: &Firm) -> BTreeMap<String, String> {
-    let root = firm.layout.store();
-    let mut out = BTreeMap::new();
-    for prefix in ["raw", "plain", "mail", "quarantine"] {
-        walk(&root.join(prefix), &mut |path| {
-            let key = path
-                .strip_prefix(&root)
-                .expect("under the store")
-                .to_string_lossy()
-                .into_owned();
-            let bytes = std::fs::read(path).expect("object");
-            out.insert(key, hex::encode(Sha256::digest(bytes)));
-        });
-    }
-    out
-}
-
-fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, visit);
-        } else {
-            visit(&path);
-        }
-    }
+    integration_tests::faults::evidence(&firm.layout.store())
 }
 
 /// Nothing written before has changed, and the store never had to keep an
@@ -540,6 +511,75 @@ async fn a_crash_after_delivering_a_continuation_and_before_recording_it_then_a_
         "crash between delivering the continuation and recording it",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_room_listed_without_events_converted_again_and_then_given_a_late_event_rewrites_nothing()
+{
+    // The 20th's file lists room r-9 without any event: one mail of its
+    // own. The run stops before the file is marked done (at the status
+    // log), so the next run converts the file again.
+    let firm = new_firm(Granularity::ConversationDay);
+    let quiet = export(
+        "2026-11-20",
+        &[
+            room("r-1", &[message("2026-11-20T14:00:00Z", "jdoe1", "A1")]),
+            room("r-9", &[]),
+        ],
+    );
+    firm.drop_export(NAME_20, quiet.as_bytes(), true);
+    let mut crashing = firm.pipeline();
+    crashing.ctx.store = Arc::new(HookStore::new(
+        crashing.ctx.store.clone(),
+        at_nth_call(
+            1,
+            |call| matches!(call, Call::Put(key) if key.ends_with("/status.json")),
+            || panic!("crash injected by the test"),
+        ),
+    ));
+    let crashed = tokio::spawn(async move {
+        crashing
+            .run(&FetchRequest::default(), &Silent)
+            .await
+            .map(|_| ())
+    })
+    .await;
+    assert!(crashed.is_err(), "the crash point was never reached");
+    let before = evidence(&firm);
+    let summary = run(&firm).await;
+    assert_eq!(summary.processed_files.len(), 1, "{summary:?}");
+    let context = "the file with a quiet room converted again";
+    assert_append_only(&firm, &before, context);
+
+    // A late event of r-9's 20th in the next file: a continuation of the
+    // quiet day's mail, not that mail's id again.
+    let before = evidence(&firm);
+    let late = export(
+        "2026-11-21",
+        &[room(
+            "r-9",
+            &[message("2026-11-20T23:00:00Z", "asmith2", "Q1")],
+        )],
+    );
+    firm.drop_export(NAME_21, late.as_bytes(), true);
+    run(&firm).await;
+    let context = "a late event of the quiet room's day";
+    assert_append_only(&firm, &before, context);
+    assert_each_token_once(&firm, &["A1", "Q1"], context);
+    for mailbox in [JDOE, ASMITH] {
+        let mails = mails(&firm, mailbox);
+        let r9: Vec<&ReadMail> = mails.iter().filter(|m| m.subject.contains("r-9")).collect();
+        assert_eq!(r9.len(), 2, "{mailbox}:\n{}", describe(&mails));
+        assert!(
+            r9.iter()
+                .any(|m| m.plain.contains("[[Q1]]") && !m.in_reply_to.is_empty()),
+            "{mailbox}: Q1 in a continuation:\n{}",
+            describe(&mails)
+        );
+    }
+    let status = day_status(&firm, "2026-11-20");
+    assert_adds_up(&status, context);
+    assert_eq!((status.imported, status.failed), (3, 0), "{status:#?}");
 }
 
 #[cfg(feature = "aws")]

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeMap;
@@ -45,8 +45,8 @@ use chat_archive_core::Error;
 use integration_tests::dovecot::{self, Dovecot};
 use integration_tests::faults::{
     assert_each_conversation_once, assert_store_objects_whole, at_nth_call, copy_tree, corpus,
-    count_files, folder_mails, ice_folder, seeds, Call, CorpusShape, ExportFile, HookStore, Relay,
-    Rng, MAILBOXES,
+    folder_mails, ice_folder, seeds, work_done, Call, CliRun, CorpusShape, ExportFile, HookStore,
+    Relay, Rng, MAILBOXES,
 };
 use integration_tests::local::Firm;
 use integration_tests::sshd::Sshd;
@@ -65,28 +65,8 @@ fn chat_archive_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
 }
 
-/// A `chat-archive run` child process, killed by its PID if the test ends early.
-struct Cli(Child);
-
-impl Drop for Cli {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_run(dir: &Path, log: &str) -> Cli {
-    let log = std::fs::File::create(dir.join(log)).expect("run log");
-    Cli(Command::new(chat_archive_bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("run")
-        .env_remove("CHAT_ARCHIVE_LOG")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("chat-archive starts"))
+fn start_run(dir: &Path, log: &str) -> CliRun {
+    integration_tests::faults::start_run(chat_archive_bin(), dir, log)
 }
 
 /// Runs `chat-archive run` on a data directory to the end.
@@ -100,30 +80,8 @@ fn run_to_completion(dir: &Path, context: &str) {
     );
 }
 
-/// What a run has written so far: objects in the store and messages in the
-/// mailboxes (it only ever adds files, so this measures its progress).
-fn work_done(dir: &Path) -> usize {
-    count_files(&dir.join("store"), &[".meta", ".tmp"])
-        + count_files(&dir.join("mailboxes"), &["tmp"])
-}
-
-/// Starts a run and kills it (SIGKILL, by its PID) once it has written
-/// `kill_at` files. Returns how much it had written, or the exit status if it
-/// ended before.
 fn run_killed_at(dir: &Path, kill_at: usize) -> Result<usize, ExitStatus> {
-    let mut run = start_run(dir, "killed.log");
-    loop {
-        if let Some(status) = run.0.try_wait().expect("try_wait") {
-            return Err(status);
-        }
-        let done = work_done(dir);
-        if done >= kill_at {
-            run.0.kill().expect("SIGKILL");
-            run.0.wait().expect("wait");
-            return Ok(done);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    integration_tests::faults::run_killed_at(chat_archive_bin(), dir, kill_at)
 }
 
 async fn assert_local_invariant(dir: &Path, files: &[ExportFile], context: &str) {

@@ -213,7 +213,11 @@ fn split_by_cap(new: &[usize], events: &[&ChatEvent], cap: PartCap) -> Vec<Vec<u
     parts
 }
 
-/// The mails that carry the events not `held` yet. Conversation-day
+/// The mails that carry the events not `held` yet; `first` when the
+/// conversation-day has no part at all yet (not merely no event held: a
+/// conversation listed without events has a first part that holds none,
+/// and a rerun must not plan it again, nor later events as a first part).
+/// Conversation-day
 /// granularity: one mail (the day's first keeps the id an archive made
 /// before the ledger existed: connector, conversation and day; a
 /// continuation's id derives from the events it carries). Message
@@ -232,9 +236,9 @@ pub fn plan_parts(
     events: &[&ChatEvent],
     ids: &[String],
     held: &HashSet<&str>,
+    first: bool,
     cap: PartCap,
 ) -> Vec<PlannedPart> {
-    let first = held.is_empty();
     let new: Vec<usize> = (0..events.len())
         .filter(|&i| !held.contains(ids[i].as_str()))
         .collect();
@@ -511,7 +515,17 @@ mod tests {
             bytes: 3 * weight,
         };
         let by_day = Granularity::ConversationDay;
-        let parts = plan_parts("ice", "c", day, by_day, &refs, &ids, &HashSet::new(), cap);
+        let parts = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &HashSet::new(),
+            true,
+            cap,
+        );
         let sizes: Vec<usize> = parts.iter().map(|p| p.events.len()).collect();
         assert_eq!(sizes, vec![3, 3, 3, 1]);
         let order: Vec<usize> = parts.iter().flat_map(|p| p.events.clone()).collect();
@@ -524,6 +538,7 @@ mod tests {
             &refs,
             &ids,
             &HashSet::new(),
+            true,
             PartCap::NONE,
         );
         assert_eq!(
@@ -538,7 +553,18 @@ mod tests {
             bytes: 1,
         };
         assert_eq!(
-            plan_parts("ice", "c", day, by_day, &refs, &ids, &HashSet::new(), tiny).len(),
+            plan_parts(
+                "ice",
+                "c",
+                day,
+                by_day,
+                &refs,
+                &ids,
+                &HashSet::new(),
+                true,
+                tiny
+            )
+            .len(),
             10
         );
     }
@@ -562,6 +588,7 @@ mod tests {
             &refs,
             &ids,
             &HashSet::new(),
+            true,
             PartCap::NONE,
         );
         assert_eq!(first.len(), 1);
@@ -569,13 +596,34 @@ mod tests {
         assert_eq!(first[0].item_id, item_id("ice", &["c", "2026-11-20"]));
 
         let held: HashSet<&str> = ids[..2].iter().map(String::as_str).collect();
-        let next = plan_parts("ice", "c", day, by_day, &refs, &ids, &held, PartCap::NONE);
+        let next = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &held,
+            false,
+            PartCap::NONE,
+        );
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].events, vec![2]);
         assert_ne!(next[0].item_id, first[0].item_id);
 
         let all: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        assert!(plan_parts("ice", "c", day, by_day, &refs, &ids, &all, PartCap::NONE).is_empty());
+        assert!(plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &all,
+            false,
+            PartCap::NONE
+        )
+        .is_empty());
 
         let per_message = plan_parts(
             "ice",
@@ -585,6 +633,7 @@ mod tests {
             &refs,
             &ids,
             &held,
+            false,
             PartCap::NONE,
         );
         assert_eq!(per_message.len(), 1);
@@ -592,5 +641,58 @@ mod tests {
             per_message[0].item_id,
             item_id("ice", &["c", "message", &ids[2]])
         );
+    }
+
+    #[test]
+    fn a_day_whose_first_part_holds_no_event_is_not_planned_again_and_later_events_continue_it() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid");
+        let by_day = Granularity::ConversationDay;
+        let none = HashSet::new();
+        let quiet = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &[],
+            &[],
+            &none,
+            true,
+            PartCap::NONE,
+        );
+        assert_eq!(
+            quiet.len(),
+            1,
+            "a conversation listed without events: one mail"
+        );
+        // A rerun of the same file: the ledger has that part, which holds no event.
+        assert!(plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &[],
+            &[],
+            &none,
+            false,
+            PartCap::NONE
+        )
+        .is_empty());
+        // A later file with an event of that day: a continuation, not the first id again.
+        let events = [message(None, 1, "a", "one")];
+        let refs: Vec<&ChatEvent> = events.iter().collect();
+        let ids = event_ids("c", &refs);
+        let later = plan_parts(
+            "ice",
+            "c",
+            day,
+            by_day,
+            &refs,
+            &ids,
+            &none,
+            false,
+            PartCap::NONE,
+        );
+        assert_eq!(later.len(), 1);
+        assert_ne!(later[0].item_id, quiet[0].item_id);
     }
 }

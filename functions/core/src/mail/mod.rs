@@ -139,6 +139,7 @@ pub fn build_mails(
             &events,
             &ids,
             &Default::default(),
+            true,
             crate::ledger::PartCap::NONE,
         );
         for part in planned {

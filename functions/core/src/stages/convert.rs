@@ -630,6 +630,7 @@ impl Archivist {
                     &events,
                     &ids,
                     &held,
+                    ledger.parts.is_empty(),
                     config.part_cap(),
                 );
                 if claimed.is_empty() {
