@@ -40,6 +40,7 @@ use tokio_rustls::rustls;
 use crate::error::{Error, Result};
 use crate::ports::secrets::fields;
 use crate::ports::{Delivery, DeliveryOutcome, MailboxSink, SecretStore, SecretValue};
+use crate::retry::RetryPolicy;
 
 use conn::{Done, DoneStatus, Endpoint, Event, Failure, Login, Untagged, Wire};
 pub use names::{folder_name, Namespace};
@@ -175,6 +176,29 @@ pub struct ImapConfig {
     /// First pause after a throttling answer; doubled each time (up to 64x),
     /// with random jitter so that parallel importers do not return together.
     pub throttle_backoff_ms: u64,
+}
+
+impl ImapConfig {
+    /// Reconnecting after a dropped connection: from 250 ms, doubled up to
+    /// 8 s, with jitter.
+    pub fn reconnect_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.reconnect_attempts.saturating_add(1),
+            backoff: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(8),
+        }
+    }
+
+    /// Going on after a throttling answer: from `throttle_backoff_ms`,
+    /// doubled up to 64 times that, with jitter.
+    pub fn throttle_policy(&self) -> RetryPolicy {
+        let first = Duration::from_millis(self.throttle_backoff_ms.max(1));
+        RetryPolicy {
+            attempts: self.throttle_retries.saturating_add(1),
+            backoff: first,
+            backoff_max: first.saturating_mul(64),
+        }
+    }
 }
 
 impl Default for ImapConfig {
@@ -824,7 +848,7 @@ impl ImapSink {
 
     async fn backoff(&self, attempt: u32, reason: &str) {
         self.count(|s| s.reconnects += 1);
-        let delay = Duration::from_millis(250u64 << (attempt - 1).min(5));
+        let delay = self.config.reconnect_policy().pause(attempt);
         tracing::warn!(
             server = %self.endpoint.describe(),
             attempt,
@@ -1107,17 +1131,10 @@ impl ImapSink {
         tokio::time::sleep_until(slot).await;
     }
 
-    /// Sleeps `throttle_backoff_ms * 2^(round-1)` (at most 64x), half of it
-    /// fixed and half random.
+    /// Sleeps the throttling policy's pause for this round.
     async fn throttle_pause(&self, round: u32, mailbox: &str, reason: &str) {
-        use rand::Rng;
         self.count(|s| s.throttled += 1);
-        let full = self
-            .config
-            .throttle_backoff_ms
-            .max(1)
-            .saturating_mul(1 << (round - 1).min(6));
-        let delay = Duration::from_millis(full / 2 + rand::thread_rng().gen_range(0..=full / 2));
+        let delay = self.config.throttle_policy().pause(round);
         tracing::warn!(
             mailbox,
             round,
