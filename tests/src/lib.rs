@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod faults;
+pub mod fixtures;
 pub mod gpg;
 pub mod hostile;
 #[cfg(feature = "aws")]

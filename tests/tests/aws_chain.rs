@@ -17,14 +17,14 @@ use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::function::{Function, Response};
 use chat_archive_core::ports::{ByteStream, Metadata, ObjectStore};
 use chat_archive_core::status::DayStatus;
+use integration_tests::fixtures::SAMPLE;
+use integration_tests::hostile::sha256_hex;
 use integration_tests::lambda_chain::{firm_secret, take_events};
 use integration_tests::local::{Firm, FIRM_PASSPHRASE};
 use integration_tests::moto::{self, Moto};
 use integration_tests::process::wait_for_port;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 /// The bucket of the sample events in `events/`.
 const BUCKET: &str = "chat-archive-123456789012";
 const SECRET: &str = "chat-archive/ice";
@@ -408,10 +408,6 @@ impl tokio::io::AsyncRead for FailingAfter {
         buf.put_slice(&chunk[..n]);
         std::task::Poll::Ready(Ok(()))
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[tokio::test]

@@ -16,15 +16,15 @@ use chat_archive_core::error::{InputError, Place};
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::pipeline::{RunSummary, Silent};
 use chat_archive_core::ports::ObjectStore;
+use integration_tests::fixtures::{header, parse, SAMPLE};
 use integration_tests::hostile::{
     assert_clean_lines, assert_failed_file_day, assert_quarantined, check_header_framing,
     day_status, files_containing, files_under, header_section, occurs_near, sha256_hex,
     write_huge_message_export,
 };
 use integration_tests::local::{Firm, FIRM_UID, SIGNER_UID};
-use mail_parser::{Address, MessageParser, MimeHeaders};
+use mail_parser::{Address, MimeHeaders};
 
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 const SAMPLE_FILE: &str = "ACME_2026-11-20.xml.pgp";
 const SAMPLE_DAY: &str = "2026-11-20";
 const JDOE: &str = "jdoe@acme.example";
@@ -38,30 +38,6 @@ async fn run(firm: &Firm) -> RunSummary {
         .run(&FetchRequest::default(), &Silent)
         .await
         .expect("the run itself must not fail on bad input")
-}
-
-fn parse(raw: &[u8]) -> mail_parser::Message<'_> {
-    MessageParser::default()
-        .parse(raw)
-        .expect("mail-parser reads the mail")
-}
-
-/// The values of a header, decoded as a mail client decodes unstructured
-/// text (mail-parser leaves unknown `X-` headers raw, RFC 2047 words included).
-fn header(message: &mail_parser::Message<'_>, name: &str) -> Vec<String> {
-    message
-        .headers()
-        .iter()
-        .filter(|h| h.name().eq_ignore_ascii_case(name))
-        .filter_map(|h| h.value().as_text())
-        .map(|raw| {
-            let probe = format!("Subject: {}\r\n\r\n", raw.trim());
-            let parsed = MessageParser::default()
-                .parse(probe.as_bytes())
-                .expect("probe");
-            parsed.subject().unwrap_or_default().to_string()
-        })
-        .collect()
 }
 
 /// The conversation a mail is about, read from its header section only

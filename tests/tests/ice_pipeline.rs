@@ -6,41 +6,14 @@ use chat_archive_core::events::{s3_put_event, FetchRequest};
 use chat_archive_core::function::{self, Function};
 use chat_archive_core::pipeline::Silent;
 use chat_archive_core::ports::ObjectStore;
-use chat_archive_core::status::DayStatus;
+use integration_tests::fixtures::{header, SAMPLE};
+use integration_tests::hostile::day_status;
 use integration_tests::local::Firm;
 use mail_parser::{MessageParser, MimeHeaders};
 
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
 const ZOE: &str = "zoe.mueller@globex.example";
-
-fn day_status(firm: &Firm, day: &str) -> DayStatus {
-    let path = firm
-        .layout
-        .store()
-        .join(format!("reports/ice/{day}/status.json"));
-    serde_json::from_slice(
-        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
-
-/// The values of a header, decoded as a mail client decodes unstructured
-/// text (mail-parser leaves unknown `X-` headers raw, RFC 2047 words included).
-fn header(message: &mail_parser::Message<'_>, name: &str) -> Vec<String> {
-    message
-        .headers()
-        .iter()
-        .filter(|h| h.name().eq_ignore_ascii_case(name))
-        .filter_map(|h| h.value().as_text())
-        .map(|raw| {
-            let probe = format!("Subject: {}\r\n\r\n", raw.trim());
-            let parsed = MessageParser::default().parse(probe.as_bytes()).unwrap();
-            parsed.subject().unwrap_or_default().to_string()
-        })
-        .collect()
-}
 
 fn find_by_conversation(messages: &[Vec<u8>], conversation: &str) -> Vec<u8> {
     messages

@@ -14,13 +14,12 @@ use chat_archive_core::function::{self, Function};
 use chat_archive_core::pipeline::{Pipeline, Silent};
 use chat_archive_core::ports::secrets::fields;
 use chat_archive_core::ports::{Delivery, DeliveryOutcome, MailboxSink, ObjectStore, SecretValue};
-use chat_archive_core::status::DayStatus;
 use chrono::{TimeZone, Utc};
 use integration_tests::dovecot::{self, client, Dovecot, Options};
+use integration_tests::fixtures::{parse, SAMPLE};
+use integration_tests::hostile::day_status;
 use integration_tests::local::Firm;
-use mail_parser::MessageParser;
 
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
 const ZOE: &str = "zoe.mueller@globex.example";
@@ -47,23 +46,6 @@ async fn imap_firm(server: &Dovecot, configure: impl FnOnce(&mut ConnectorConfig
         .await
         .unwrap();
     firm
-}
-
-fn day_status(firm: &Firm, day: &str) -> DayStatus {
-    let path = firm
-        .layout
-        .store()
-        .join(format!("reports/ice/{day}/status.json"));
-    serde_json::from_slice(
-        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
-
-fn parse(raw: &[u8]) -> mail_parser::Message<'_> {
-    MessageParser::default()
-        .parse(raw)
-        .expect("an RFC 5322 message")
 }
 
 fn header_text(message: &mail_parser::Message<'_>, name: &str) -> Option<String> {

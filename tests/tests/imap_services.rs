@@ -16,10 +16,10 @@ use chat_archive_core::ports::secrets::fields;
 use chat_archive_core::ports::{Delivery, DeliveryOutcome, MailboxSink, SecretValue};
 use chrono::{TimeZone, Utc};
 use integration_tests::dovecot::{client, Dovecot, Options};
+use integration_tests::fixtures::SAMPLE;
 use integration_tests::local::Firm;
 use integration_tests::token_endpoint::{key_pair, Clients, KeyPair, Mint, TokenEndpoint};
 
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
 const DOVECOT_KEY: &[u8] = b"0123456789abcdef0123456789abcdef";

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use chat_archive_core::crypto::SignaturePolicy;
+use integration_tests::fixtures::SAMPLE;
 use integration_tests::local::Firm;
 use integration_tests::readback::{occurrences, read_folder};
 
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
 fn chat_archive(firm: &Firm, args: &[&str]) -> Output {
     firm.run_cli(env!("CARGO_BIN_EXE_chat-archive-cli"), args)

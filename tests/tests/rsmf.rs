@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chat_archive_core::crypto::SignaturePolicy;
+use integration_tests::fixtures::SAMPLE;
 use integration_tests::local::Firm;
 use serde_json::Value;
 
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
 fn ok(firm: &Firm, args: &[&str]) -> String {
     firm.run_cli_ok(env!("CARGO_BIN_EXE_chat-archive-cli"), args)

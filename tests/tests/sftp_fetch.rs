@@ -23,12 +23,11 @@ use chat_archive_core::stages::fetch::{self, Checkpoint, FetchOutcome};
 use chat_archive_core::stages::Context;
 use chat_archive_core::{Error, Result};
 use chrono::NaiveDate;
+use integration_tests::fixtures::SAMPLE;
 use integration_tests::local::Firm;
 use integration_tests::sshd::{self, Sshd, BOTH_USER, KEY_USER, PASSWORD_USER};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
-
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
 /// Noon UTC of a day in November 2026.
 fn nov(day: u32) -> SystemTime {

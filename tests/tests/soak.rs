@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use integration_tests::soak::{soak, SoakConfig};
 
-/// The fixed seed and length of the CI run: five days on which every kind
+/// The fixed seed and length of the CI run: six days on which every kind
 /// of fault strikes, with a bad conversation and files sent again.
 const SEED: u64 = 4;
-const DAYS: usize = 5;
+const DAYS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_soak_of_days_of_exports_through_faults_keeps_every_event_once() {

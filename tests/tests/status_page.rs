@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chat_archive_core::crypto::SignaturePolicy;
+use integration_tests::fixtures::SAMPLE;
 use integration_tests::hostile::day_status;
 use integration_tests::local::Firm;
 
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
-const SAMPLE: &str = include_str!("../../examples/ice/sample-export.xml");
 
 fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
     // `timeout` ends the browser by its own PID should it hang.
