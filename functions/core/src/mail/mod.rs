@@ -53,6 +53,24 @@ pub struct MailSidecar {
     pub lineage: Lineage,
 }
 
+impl MailSidecar {
+    /// The item's status record before any import: pending, no target yet.
+    pub fn pending_record(&self) -> crate::status::ItemRecord {
+        crate::status::ItemRecord {
+            connector: self.connector.clone(),
+            day: self.day.to_string(),
+            item_id: self.item_id.clone(),
+            subject: format!("conversation {}", self.conversation_id),
+            source: self.lineage.raw_key.clone(),
+            state: crate::status::ItemState::Pending,
+            targets: Vec::new(),
+            unmapped: Vec::new(),
+            reason: None,
+            attachments_kept: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BuiltMail {
     pub sidecar: MailSidecar,

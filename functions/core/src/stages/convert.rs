@@ -840,18 +840,7 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
     {
         // Checked first to spare a conditional write on every replay; the
         // write itself is conditional for the replay that races an import.
-        let record = ItemRecord {
-            connector: side.connector.clone(),
-            day: day.clone(),
-            item_id: side.item_id.clone(),
-            subject: format!("conversation {}", side.conversation_id),
-            source: side.lineage.raw_key.clone(),
-            state: ItemState::Pending,
-            targets: Vec::new(),
-            unmapped: Vec::new(),
-            reason: None,
-            attachments_kept: None,
-        };
+        let record = side.pending_record();
         status::create_item(store, &record).await?;
     }
     let mut metadata = Metadata::new();

@@ -9,7 +9,7 @@ use crate::layout;
 use crate::mail::{oversize, MailSidecar};
 use crate::mapping::{Mapper, Mapping, MappingTable};
 use crate::ports::{Delivery, DeliveryOutcome, MailboxSink, Metadata};
-use crate::status::{self, ItemRecord, ItemState, TargetRecord, TargetState, UnmappedRecord};
+use crate::status::{self, ItemRecord, TargetRecord, TargetState, UnmappedRecord};
 
 /// Loads the connector's mapping CSV, if the store has one. Bad rows are
 /// reported (`reports/<c>/mapping/problems.json` and the log) and skipped.
@@ -161,16 +161,10 @@ async fn settle_and_write(
 ) -> Result<ItemRecord> {
     let day = sidecar.day.to_string();
     let fresh = ItemRecord {
-        connector: sidecar.connector.clone(),
-        day: day.clone(),
-        item_id: sidecar.item_id.clone(),
-        subject: format!("conversation {}", sidecar.conversation_id),
-        source: sidecar.lineage.raw_key.clone(),
-        state: ItemState::Pending,
         targets,
         unmapped,
-        reason: None,
         attachments_kept,
+        ..sidecar.pending_record()
     };
     let record = status::update_item(
         ctx.store.as_ref(),
