@@ -93,9 +93,48 @@ pub struct FetchRequest {
     pub files: Vec<String>,
 }
 
+/// Reads an S3 event, also a minimal one: S3 itself always sends every field,
+/// but a stand-in (moto, MinIO) or an event written by hand to re-run a stage
+/// may leave out the parts no stage reads (`userIdentity`,
+/// `requestParameters`, `eventTime`).
+/// The same reading for every caller: the Lambda handler and the local
+/// event files (`chat-archive invoke`, the function binaries).
+pub fn parse_s3_event(mut event: serde_json::Value) -> Result<S3Event> {
+    if let Some(records) = event
+        .get_mut("Records")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for record in records
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            for (field, default) in [
+                ("userIdentity", serde_json::json!({})),
+                ("requestParameters", serde_json::json!({})),
+                ("eventTime", serde_json::json!("1970-01-01T00:00:00Z")),
+            ] {
+                record.entry(field).or_insert(default);
+            }
+        }
+    }
+    serde_json::from_value(event).map_err(|e| Error::Event(format!("not an S3 event: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_minimal_hand_written_event_reads_and_a_wrong_one_is_a_bad_event() {
+        let minimal = serde_json::json!({"Records": [{
+            "eventSource": "aws:s3",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": "raw/ice/x.xml.pgp"}}
+        }]});
+        let event = parse_s3_event(minimal).unwrap();
+        assert_eq!(object_keys(&event).unwrap(), vec!["raw/ice/x.xml.pgp"]);
+        let err = parse_s3_event(serde_json::json!({"Records": 3})).unwrap_err();
+        assert_eq!(err.kind(), "BadEvent", "{err}");
+    }
 
     #[test]
     fn keys_survive_the_s3_event_round_trip() {

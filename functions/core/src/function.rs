@@ -109,8 +109,9 @@ pub async fn invoke(pipeline: &Pipeline, function: Function, event: &[u8]) -> Re
     if function == Function::Fetch {
         return invoke_fetch(pipeline, &parse_fetch_request(event)?).await;
     }
-    let event: S3Event =
+    let event: serde_json::Value =
         serde_json::from_slice(event).map_err(|e| Error::Event(format!("not an S3 event: {e}")))?;
+    let event = crate::events::parse_s3_event(event)?;
     invoke_s3(pipeline, function, &event).await
 }
 

@@ -77,7 +77,7 @@ impl Lambda {
 
     /// The handler of every function, for its event as JSON (what the
     /// binaries and the tests call): S3 events are read tolerantly
-    /// ([`parse_s3_event`]), manual fetch requests strictly.
+    /// ([`crate::events::parse_s3_event`]), manual fetch requests strictly.
     pub async fn handle(&self, function: Function, event: serde_json::Value) -> Result<Response> {
         match function {
             Function::Fetch => self.fetch(&event).await,
@@ -91,9 +91,13 @@ impl Lambda {
                     .map_err(|e| Error::Event(format!("export request: {e}")))?;
                 self.export_rsmf(request.export_rsmf).await
             }
-            Function::Import => self.import(ImportEvent::S3(parse_s3_event(event)?)).await,
+            Function::Import => {
+                self.import(ImportEvent::S3(crate::events::parse_s3_event(event)?))
+                    .await
+            }
             Function::Decrypt | Function::Convert => {
-                self.s3(function, &parse_s3_event(event)?).await
+                self.s3(function, &crate::events::parse_s3_event(event)?)
+                    .await
             }
         }
     }
@@ -238,31 +242,6 @@ impl Lambda {
             }
         }
     }
-}
-
-/// Reads an S3 event, also a minimal one: S3 itself always sends every field,
-/// but a stand-in (moto, MinIO) or an event written by hand to re-run a stage
-/// may leave out the parts no stage reads (`userIdentity`,
-/// `requestParameters`, `eventTime`).
-pub fn parse_s3_event(mut event: serde_json::Value) -> Result<S3Event> {
-    if let Some(records) = event
-        .get_mut("Records")
-        .and_then(serde_json::Value::as_array_mut)
-    {
-        for record in records
-            .iter_mut()
-            .filter_map(serde_json::Value::as_object_mut)
-        {
-            for (field, default) in [
-                ("userIdentity", serde_json::json!({})),
-                ("requestParameters", serde_json::json!({})),
-                ("eventTime", serde_json::json!("1970-01-01T00:00:00Z")),
-            ] {
-                record.entry(field).or_insert(default);
-            }
-        }
-    }
-    serde_json::from_value(event).map_err(|e| Error::Event(format!("not an S3 event: {e}")))
 }
 
 /// The day a stage's input object belongs to, as the stages file it.

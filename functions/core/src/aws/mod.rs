@@ -61,8 +61,7 @@ mod settings;
 
 pub use clients::{bucket_store, s3_client, sdk_config, secret_store};
 pub use handler::{
-    mark_for_status, parse_s3_event, rebuild_status, ImportEvent, Lambda, RsmfExportRequest,
-    StatusRequest,
+    mark_for_status, rebuild_status, ImportEvent, Lambda, RsmfExportRequest, StatusRequest,
 };
 pub use runtime::{init_logging, serve};
 pub use settings::{AwsSettings, SdkOptions, SdkTimeouts};
