@@ -19,7 +19,7 @@ use chat_archive_core::ports::{ByteStream, Metadata, ObjectStore};
 use chat_archive_core::status::DayStatus;
 use integration_tests::fixtures::SAMPLE;
 use integration_tests::hostile::sha256_hex;
-use integration_tests::lambda_chain::{firm_secret, take_events};
+use integration_tests::lambda_chain::{create_bucket, firm_secret, take_events};
 use integration_tests::local::{Firm, FIRM_PASSPHRASE};
 use integration_tests::moto::{self, Moto};
 use integration_tests::process::wait_for_port;
@@ -33,33 +33,6 @@ const EXPORT: &str = "ACME_2026-11-20 Zürich+desk.xml.pgp";
 const JDOE: &str = "jdoe@acme.example";
 const ASMITH: &str = "asmith@acme.example";
 const QUEUES: [&str; 3] = ["raw-events", "plain-events", "mail-events"];
-
-/// Bucket (versioned, SSE-KMS key), one queue per stage notified as the
-/// template's Lambda notifications are filtered. Returns the KMS key ARN.
-fn create_bucket(moto: &Moto) -> String {
-    let out = moto.boto(
-        r#"
-s3.create_bucket(Bucket=arg["bucket"])
-s3.put_bucket_versioning(Bucket=arg["bucket"], VersioningConfiguration={"Status": "Enabled"})
-key = kms.create_key(Description="chat archive")["KeyMetadata"]["Arn"]
-arns = {}
-for q in arg["queues"]:
-    url = sqs.create_queue(QueueName=q)["QueueUrl"]
-    arns[q] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-def rule(queue, prefix, suffix=None):
-    rules = [{"Name": "prefix", "Value": prefix}] + ([{"Name": "suffix", "Value": suffix}] if suffix else [])
-    return {"QueueArn": arns[queue], "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": rules}}}
-s3.put_bucket_notification_configuration(Bucket=arg["bucket"], NotificationConfiguration={"QueueConfigurations": [
-    rule("raw-events", "raw/"), rule("plain-events", "plain/"), rule("mail-events", "mail/", ".json")]})
-for q in arg["queues"]:
-    drain_url = sqs.get_queue_url(QueueName=q)["QueueUrl"]
-    sqs.purge_queue(QueueUrl=drain_url)
-out(key)
-"#,
-        json!({"bucket": BUCKET, "queues": QUEUES}),
-    );
-    out.as_str().expect("KMS key ARN").to_string()
-}
 
 /// Every version and delete marker in the bucket: (key, version id, ETag).
 fn versions(moto: &Moto) -> Vec<(String, String, String)> {
@@ -85,23 +58,11 @@ fn put_secret(moto: &Moto, fields: &Value) {
     );
 }
 
-/// The function settings as the template sets them, pointed at moto.
+/// The function settings as the template sets them, pointed at moto, with
+/// the smallest part size S3 takes (so that multipart uploads happen).
 fn settings(moto: &Moto, firm: &Firm, kms_key: &str) -> AwsSettings {
-    let vars = BTreeMap::from([
-        ("BUCKET", BUCKET.to_string()),
-        ("SECRET_ID", SECRET.to_string()),
-        ("KMS_KEY_ID", kms_key.to_string()),
-        ("FIRM_DOMAINS", "acme.example".to_string()),
-        ("SIGNATURE_POLICY", "required".to_string()),
-        ("DROP_DIR", firm.layout.drop_dir().display().to_string()),
-        (
-            "MAILDIR_ROOT",
-            firm.layout.mailboxes().display().to_string(),
-        ),
-        ("S3_PART_SIZE_MIB", "5".to_string()),
-    ]);
-    let mut settings = AwsSettings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
-    settings.sdk = moto.sdk_options();
+    let mut settings = integration_tests::lambda_chain::settings(moto.sdk_options(), firm, kms_key);
+    settings.part_size = 5 << 20;
     settings
 }
 
