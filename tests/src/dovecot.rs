@@ -349,6 +349,37 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// A firm (domain `acme.example`, signatures required) whose import goes
+/// to the mail server `imap` with the master user's password in its
+/// secret; `configure` adjusts the connector first.
+pub async fn firm_importing_to(
+    imap: ImapConfig,
+    configure: impl FnOnce(&mut chat_archive_core::config::ConnectorConfig),
+) -> crate::local::Firm {
+    use chat_archive_core::config::ConnectorConfig;
+    use chat_archive_core::crypto::SignaturePolicy;
+    use chat_archive_core::ports::{secrets::fields, SecretValue};
+    let firm = crate::local::Firm::new(&[], SignaturePolicy::Required);
+    let mut config = ConnectorConfig::ice();
+    config.firm_domains = vec!["acme.example".into()];
+    config.signature_policy = SignaturePolicy::Required;
+    config.imap = Some(imap);
+    configure(&mut config);
+    firm.write_config(config);
+    firm.pipeline()
+        .secrets
+        .update(
+            "ice",
+            std::collections::BTreeMap::from([(
+                fields::MAILBOX_PASSWORD.to_string(),
+                SecretValue::new(MASTER_PASSWORD),
+            )]),
+        )
+        .await
+        .expect("the master password into the firm's secret");
+    firm
+}
+
 /// A bearer token for `user` that the server (with `oauth2_hs256_key = key`)
 /// accepts for an hour: a JWT signed with HMAC-SHA256.
 pub fn oauth2_token(key: &[u8], user: &str) -> String {

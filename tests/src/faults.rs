@@ -890,6 +890,24 @@ fn stored_by_dovecot(file: &Path, sent: &[u8], on_disk: &[u8]) -> bool {
     crlf_size == Some(sent.len()) && lf == on_disk
 }
 
+/// The invariant of a local run's data directory `dir` (store and
+/// Maildir as the embedded defaults lay them out), once the run has
+/// completed: every conversation once ([`assert_each_conversation_once`]),
+/// every object whole, no raw file left half-way.
+pub async fn assert_local_invariant(dir: &Path, files: &[ExportFile], context: &str) {
+    use chat_archive_core::adapters::LocalStore;
+    use chat_archive_core::pipeline::{LocalLayout, Pipeline};
+    let store = LocalStore::new(dir.join("store"));
+    assert_each_conversation_once(&store, &dir.join("mailboxes"), files, context).await;
+    assert_store_objects_whole(&store, context).await;
+    let pipeline = Pipeline::local(&LocalLayout::new(dir)).expect("pipeline");
+    let pending = pipeline.pending_raw_keys().await.expect("pending");
+    assert!(
+        pending.is_empty(),
+        "{context}: files left half-way: {pending:?}"
+    );
+}
+
 /// The Maildir++ folder `ICE Chat` of a mailbox under a Maildir root.
 pub fn ice_folder(root: &Path, mailbox: &str) -> PathBuf {
     root.join(mailbox)

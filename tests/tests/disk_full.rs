@@ -13,11 +13,10 @@ use std::process::Command;
 
 use chat_archive_core::adapters::LocalStore;
 use chat_archive_core::crypto::SignaturePolicy;
-use chat_archive_core::pipeline::{LocalLayout, Pipeline};
 use chat_archive_core::ports::ObjectStore;
 use chat_archive_core::status::{ItemRecord, TargetState};
 use integration_tests::faults::{
-    assert_each_conversation_once, assert_store_objects_whole, copy_tree, corpus, count_files,
+    assert_local_invariant, assert_store_objects_whole, copy_tree, corpus, count_files,
     CorpusShape, ExportFile, MAILBOXES,
 };
 use integration_tests::local::Firm;
@@ -141,18 +140,6 @@ fn assert_stopped_by_full_disk(output: &std::process::Output, place: &str) {
     );
 }
 
-async fn assert_all_once(dir: &Path, files: &[ExportFile], context: &str) {
-    let store = LocalStore::new(dir.join("store"));
-    assert_each_conversation_once(&store, &dir.join("mailboxes"), files, context).await;
-    assert_store_objects_whole(&store, context).await;
-    let pipeline = Pipeline::local(&LocalLayout::new(dir)).expect("pipeline");
-    let pending = pipeline.pending_raw_keys().await.expect("pending");
-    assert!(
-        pending.is_empty(),
-        "{context}: files left half-way: {pending:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailboxes_out_of_space_stop_the_run_retryably_and_after_growing_each_mail_lands_once() {
     let (firm, files) = exports();
@@ -191,7 +178,7 @@ async fn mailboxes_out_of_space_stop_the_run_retryably_and_after_growing_each_ma
         "the run after growing the disk failed:\n{}",
         String::from_utf8_lossy(&after.stderr)
     );
-    assert_all_once(&dir, &files, "mailboxes out of space, then grown").await;
+    assert_local_invariant(&dir, &files, "mailboxes out of space, then grown").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +210,7 @@ async fn the_store_out_of_space_stops_the_run_with_nothing_half_written_then_com
         "the run after growing the disk failed:\n{}",
         String::from_utf8_lossy(&after.stderr)
     );
-    assert_all_once(&dir, &files, "store out of space, then grown").await;
+    assert_local_invariant(&dir, &files, "store out of space, then grown").await;
 }
 
 /// Mailbox targets recorded as failed in the item records so far.

@@ -36,17 +36,15 @@ use chat_archive_core::adapters::{LocalStore, SftpConfig};
 use chat_archive_core::config::ConnectorConfig;
 use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::events::FetchRequest;
-use chat_archive_core::pipeline::{LocalLayout, Pipeline, Silent};
-use chat_archive_core::ports::secrets::fields;
+use chat_archive_core::pipeline::Silent;
 use chat_archive_core::ports::ObjectStore;
-use chat_archive_core::ports::SecretValue;
 use chat_archive_core::status::{ItemRecord, TargetState};
 use chat_archive_core::Error;
 use integration_tests::dovecot::{self, Dovecot};
 use integration_tests::faults::{
-    assert_each_conversation_once, assert_store_objects_whole, at_nth_call, copy_tree, corpus,
-    folder_mails, ice_folder, seeds, work_done, Call, CliRun, CorpusShape, ExportFile, HookStore,
-    Relay, Rng, MAILBOXES,
+    assert_each_conversation_once, assert_local_invariant, assert_store_objects_whole, at_nth_call,
+    copy_tree, corpus, folder_mails, ice_folder, seeds, work_done, Call, CliRun, CorpusShape,
+    ExportFile, HookStore, Relay, Rng, MAILBOXES,
 };
 use integration_tests::local::Firm;
 use integration_tests::sshd::Sshd;
@@ -82,18 +80,6 @@ fn run_to_completion(dir: &Path, context: &str) {
 
 fn run_killed_at(dir: &Path, kill_at: usize) -> Result<usize, ExitStatus> {
     integration_tests::faults::run_killed_at(chat_archive_bin(), dir, kill_at)
-}
-
-async fn assert_local_invariant(dir: &Path, files: &[ExportFile], context: &str) {
-    let store = LocalStore::new(dir.join("store"));
-    assert_each_conversation_once(&store, &dir.join("mailboxes"), files, context).await;
-    assert_store_objects_whole(&store, context).await;
-    let pipeline = Pipeline::local(&LocalLayout::new(dir)).expect("pipeline");
-    let pending = pipeline.pending_raw_keys().await.expect("pending");
-    assert!(
-        pending.is_empty(),
-        "{context}: files left half-way: {pending:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,27 +274,15 @@ async fn a_mail_server_that_stops_answering_mid_import_fails_the_run_in_time_the
     // byte once the import of the second file begins: the connection stays
     // open and nothing answers, as a wedged server behaves.
     let relay = Arc::new(Relay::start(server.imaps_port));
-    let firm = Firm::new(&[], SignaturePolicy::Required);
-    let mut config = ConnectorConfig::ice();
-    config.firm_domains = vec!["acme.example".into()];
-    config.signature_policy = SignaturePolicy::Required;
-    config.imap = Some(ImapConfig {
-        port: Some(relay.port),
-        timeout_secs: 2,
-        ..server.imap_config()
-    });
-    firm.write_config(config);
-    firm.pipeline()
-        .secrets
-        .update(
-            "ice",
-            BTreeMap::from([(
-                fields::MAILBOX_PASSWORD.to_string(),
-                SecretValue::new(dovecot::MASTER_PASSWORD),
-            )]),
-        )
-        .await
-        .expect("master password");
+    let firm = dovecot::firm_importing_to(
+        ImapConfig {
+            port: Some(relay.port),
+            timeout_secs: 2,
+            ..server.imap_config()
+        },
+        |_| {},
+    )
+    .await;
     for file in &files {
         firm.drop_export(&file.name, file.xml.as_bytes(), true);
     }

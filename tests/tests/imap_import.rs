@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use chat_archive_core::adapters::imap::{ImapAuth, ImapConfig, ImapSink};
 use chat_archive_core::config::ConnectorConfig;
-use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::events::{s3_put_event, FetchRequest};
 use chat_archive_core::function::{self, Function};
 use chat_archive_core::pipeline::{Pipeline, Silent};
@@ -27,25 +26,7 @@ const DAY: &str = "2026-11-20";
 
 /// A firm whose import goes to the Dovecot over TLS with the master user.
 async fn imap_firm(server: &Dovecot, configure: impl FnOnce(&mut ConnectorConfig)) -> Firm {
-    let firm = Firm::new(&[], SignaturePolicy::Required);
-    let mut config = ConnectorConfig::ice();
-    config.firm_domains = vec!["acme.example".into()];
-    config.signature_policy = SignaturePolicy::Required;
-    config.imap = Some(server.imap_config());
-    configure(&mut config);
-    firm.write_config(config);
-    firm.pipeline()
-        .secrets
-        .update(
-            "ice",
-            BTreeMap::from([(
-                fields::MAILBOX_PASSWORD.to_string(),
-                SecretValue::new(dovecot::MASTER_PASSWORD),
-            )]),
-        )
-        .await
-        .unwrap();
-    firm
+    dovecot::firm_importing_to(server.imap_config(), configure).await
 }
 
 fn header_text(message: &mail_parser::Message<'_>, name: &str) -> Option<String> {
