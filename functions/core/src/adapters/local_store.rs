@@ -391,13 +391,7 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut stack = vec![start];
     while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        for entry in super::dir_entries(&dir)? {
             let path = entry.path();
             let Ok(rel) = path.strip_prefix(root) else {
                 continue;

@@ -102,14 +102,7 @@ fn poisoned() -> Error {
 fn scan_unique_names(folder: &Path) -> Result<HashSet<String>> {
     let mut names = HashSet::new();
     for sub in ["new", "cur"] {
-        let dir = folder.join(sub);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        for entry in super::dir_entries(&folder.join(sub))? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let unique = name.split(':').next().unwrap_or(&name).to_string();
             names.insert(unique);
