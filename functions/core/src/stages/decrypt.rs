@@ -21,60 +21,38 @@ pub fn keys_from_secret(
     secret: &ConnectorSecret,
     policy: crypto::SignaturePolicy,
 ) -> Result<DecryptKeys> {
-    let secret_key = crypto::parse_secret_key(
-        secret.require(fields::PGP_PRIVATE_KEY)?.expose(),
-        &format!(
-            "secret {:?} field {:?}",
-            secret.name,
-            fields::PGP_PRIVATE_KEY
-        ),
+    let (secret_key, passphrase) = firm_key(
+        secret,
+        secret.require(fields::PGP_PRIVATE_KEY)?,
+        fields::PGP_PRIVATE_KEY,
+        fields::PGP_PASSPHRASE,
     )?;
-    let passphrase = secret
-        .get(fields::PGP_PASSPHRASE)
-        .map(|p| Password::from(p.expose()))
-        .unwrap_or_else(Password::empty);
     let signer = secret
         .get(fields::SIGNER_PUBLIC_KEY)
         .map(|k| {
-            crypto::parse_public_key(
-                k.expose(),
-                &format!(
-                    "secret {:?} field {:?}",
-                    secret.name,
-                    fields::SIGNER_PUBLIC_KEY
-                ),
-            )
+            crypto::parse_public_key(k.expose(), &field_name(secret, fields::SIGNER_PUBLIC_KEY))
         })
         .transpose()?;
     let xip_signers = match secret.get(fields::XIP_SIGNER_PUBLIC_KEY) {
         Some(keys) => crypto::parse_public_keys(
             keys.expose(),
-            &format!(
-                "secret {:?} field {:?}",
-                secret.name,
-                fields::XIP_SIGNER_PUBLIC_KEY
-            ),
+            &field_name(secret, fields::XIP_SIGNER_PUBLIC_KEY),
         )?,
         None => Vec::new(),
     };
-    let previous = match secret.get(fields::PGP_PREVIOUS_PRIVATE_KEY) {
-        Some(key) => {
-            let key = crypto::parse_secret_key(
-                key.expose(),
-                &format!(
-                    "secret {:?} field {:?}",
-                    secret.name,
-                    fields::PGP_PREVIOUS_PRIVATE_KEY
-                ),
-            )?;
-            let password = secret
-                .get(fields::PGP_PREVIOUS_PASSPHRASE)
-                .map(|p| Password::from(p.expose()))
-                .unwrap_or_else(Password::empty);
-            vec![(key, password)]
-        }
-        None => Vec::new(),
-    };
+    let previous = secret
+        .get(fields::PGP_PREVIOUS_PRIVATE_KEY)
+        .map(|key| {
+            firm_key(
+                secret,
+                key,
+                fields::PGP_PREVIOUS_PRIVATE_KEY,
+                fields::PGP_PREVIOUS_PASSPHRASE,
+            )
+        })
+        .transpose()?
+        .into_iter()
+        .collect();
     Ok(DecryptKeys {
         secret_key,
         passphrase,
@@ -83,6 +61,27 @@ pub fn keys_from_secret(
         xip_signers,
         previous,
     })
+}
+
+/// A firm key of the secret (`key`, read from `key_field`) and the
+/// passphrase in `passphrase_field` (none: an unprotected key).
+fn firm_key(
+    secret: &ConnectorSecret,
+    key: &crate::ports::SecretValue,
+    key_field: &str,
+    passphrase_field: &str,
+) -> Result<(pgp::composed::SignedSecretKey, Password)> {
+    let key = crypto::parse_secret_key(key.expose(), &field_name(secret, key_field))?;
+    let passphrase = secret
+        .get(passphrase_field)
+        .map(|p| Password::from(p.expose()))
+        .unwrap_or_else(Password::empty);
+    Ok((key, passphrase))
+}
+
+/// How errors name a field of the secret.
+fn field_name(secret: &ConnectorSecret, field: &str) -> String {
+    format!("secret {:?} field {:?}", secret.name, field)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
