@@ -1053,8 +1053,27 @@ impl ImapSink {
         if !stored_any && index.last_uid == 0 {
             return Ok(());
         }
-        catch_up(&mut session.wire, index, true).await?;
         let ids: HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        self.keep_one_copy(session, index, &ids).await?;
+        if stored_any {
+            // Another session's append can become visible here a moment
+            // after the server acknowledged it (two writers racing on the
+            // same last messages could each miss the other's copies): one
+            // more look, so that at least one of them sees both.
+            self.keep_one_copy(session, index, &ids).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads what arrived in the folder since the index was last read and
+    /// expunges all but the oldest copy of each of `ids`.
+    async fn keep_one_copy(
+        &self,
+        session: &mut Session,
+        index: &mut FolderIndex,
+        ids: &HashSet<&str>,
+    ) -> Result<(), Failure> {
+        catch_up(&mut session.wire, index, true).await?;
         let extra: Vec<u32> = ids
             .iter()
             .filter_map(|id| index.ids.get(*id))
