@@ -264,6 +264,10 @@ async fn copy_hashing(body: &mut ByteStream, path: &Path) -> std::io::Result<(u6
         file.write_all(&buf[..n]).await?;
         size += n as u64;
     }
+    // tokio's File writes in the background and `sync_all` does not report
+    // a failed write (ENOSPC shows up on the next write or flush): without
+    // this flush a full disk leaves an empty body under a full digest.
+    file.flush().await?;
     file.sync_all().await?;
     Ok((size, hex::encode(hasher.finalize())))
 }
