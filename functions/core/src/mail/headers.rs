@@ -58,6 +58,26 @@ pub fn is_plausible_address(address: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
 }
 
+/// The `X-Chat-*` headers that say which conversation-day of which source
+/// file a mail holds, as every kind of mail (plain and RSMF) carries them.
+/// Values as `String`s: a `Text` made here would tie the caller's
+/// `MessageBuilder` to `'static`.
+pub fn provenance_headers(
+    conversation: &Conversation,
+    day: NaiveDate,
+    raw_key: &str,
+) -> [(&'static str, String); 4] {
+    [
+        ("X-Chat-Conversation-Id", one_line(&conversation.id)),
+        ("X-Chat-Day", day.to_string()),
+        (
+            "X-Chat-Dialect",
+            conversation.original_format.dialect().to_string(),
+        ),
+        ("X-Chat-Source-File", one_line(raw_key)),
+    ]
+}
+
 /// The participant's address, or a clearly fake one in the reserved
 /// `.invalid` domain that names the ImId (never deliverable).
 pub fn address_or_placeholder(participant: &Participant, connector: &str) -> String {
@@ -96,7 +116,7 @@ pub fn mailbox_address(participant: &Participant, connector: &str) -> Address<'s
     Address::new_address(Some(name), email)
 }
 
-pub fn participant_header(participant: &Participant) -> Text<'static> {
+pub fn participant_header(participant: &Participant) -> String {
     let mut value = format!("ImId={}", quote(&participant.im_id));
     if let Some(email) = &participant.email {
         value.push_str(&format!("; Email={}", quote(email)));
@@ -107,7 +127,7 @@ pub fn participant_header(participant: &Participant) -> Text<'static> {
     if let Some(company) = &participant.company {
         value.push_str(&format!("; Company={}", quote(company)));
     }
-    Text::new(value)
+    value
 }
 
 fn quote(value: &str) -> String {

@@ -357,17 +357,11 @@ fn render(
             slice.continues.as_ref().map(|c| c.part),
         ))
         .header("Date", headers::date(internal_date))
-        .header("X-Chat-Source", Text::new(one_line(&config.source_label)))
-        .header(
-            "X-Chat-Conversation-Id",
-            Text::new(one_line(&conversation.id)),
-        )
-        .header("X-Chat-Day", Text::new(slice.day.to_string()))
-        .header(
-            "X-Chat-Dialect",
-            Text::new(conversation.original_format.dialect()),
-        )
-        .header("X-Chat-Source-File", Text::new(one_line(&lineage.raw_key)))
+        .header("X-Chat-Source", Text::new(one_line(&config.source_label)));
+    for (name, value) in headers::provenance_headers(conversation, slice.day, &lineage.raw_key) {
+        builder = builder.header(name, Text::new(value));
+    }
+    builder = builder
         .header(
             "X-Chat-Source-SHA256",
             Text::new(lineage.raw_sha256.clone()),
@@ -377,7 +371,7 @@ fn render(
             conversation
                 .participants
                 .iter()
-                .map(headers::participant_header),
+                .map(|p| Text::new(headers::participant_header(p))),
         );
     if let Some(continues) = &slice.continues {
         // Mail clients thread the parts of a conversation-day under its first.

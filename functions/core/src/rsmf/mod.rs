@@ -399,20 +399,12 @@ pub fn build_from(
                 1 => String::new(),
                 n => format!(", part {} of {n}", part.part),
             }
-        ))
-        .header(
-            "X-Chat-Conversation-Id",
-            Text::new(one_line(&conversation.id)),
-        )
-        .header("X-Chat-Day", Text::new(part.day.to_string()))
-        .header(
-            "X-Chat-Dialect",
-            Text::new(conversation.original_format.dialect()),
-        )
-        .header(
-            "X-Chat-Source-File",
-            Text::new(one_line(&provenance.lineage.raw_key)),
-        );
+        ));
+    for (name, value) in
+        headers::provenance_headers(conversation, part.day, &provenance.lineage.raw_key)
+    {
+        builder = builder.header(name, Text::new(value));
+    }
     // One participant in From (the first who speaks), all of them in To, as
     // Relativity recommends.
     let speaker = part
