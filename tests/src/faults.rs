@@ -10,7 +10,7 @@
 //! - [`HookStore`]: an object store that calls a hook before every operation
 //!   (and as a written body streams), so a fault is injected at an exact
 //!   point of a stage, not after a guessed delay.
-//! - [`OutageStore`], [`OutageSink`]: a store and a mailbox sink that fail
+//! - [`outage`], [`OutageSink`]: a store hook and a mailbox sink that fail
 //!   every operation, as an unreachable S3 or mail server does, while their
 //!   switch is on (a [`HookStore`] hook or a delivery count turns it on).
 //! - [`Rng`]: a small deterministic PRNG; a seed reproduces a run.
@@ -331,23 +331,77 @@ pub enum Call<'a> {
     Delete(&'a str),
 }
 
-pub type Hook = Arc<dyn Fn(Call<'_>) + Send + Sync>;
+impl Call<'_> {
+    /// The key (or, for a listing, the prefix) the operation is on.
+    pub fn key(&self) -> &str {
+        match *self {
+            Call::Get(key)
+            | Call::Head(key)
+            | Call::Put(key)
+            | Call::Streamed(key, _)
+            | Call::List(key)
+            | Call::Delete(key) => key,
+        }
+    }
+}
+
+/// Sees each operation before it runs; an error fails the operation (and,
+/// for [`Call::Streamed`], the write) without it reaching the inner store.
+pub type Hook = Arc<dyn Fn(Call<'_>) -> Result<()> + Send + Sync>;
+/// Stands between a write's body and the inner store (to hold or cut it).
+pub type BodyWrap = Arc<dyn Fn(&str, ByteStream) -> ByteStream + Send + Sync>;
 
 /// Calls its hook before every operation, then does it on the inner store.
 pub struct HookStore {
     pub inner: Arc<dyn ObjectStore>,
     pub hook: Hook,
+    wrap: Option<BodyWrap>,
 }
 
 impl HookStore {
+    /// A hook that watches (and may panic, to stop the run right there).
     pub fn new(
         inner: Arc<dyn ObjectStore>,
         hook: impl Fn(Call<'_>) + Send + Sync + 'static,
     ) -> Self {
+        Self::fallible(inner, move |call| {
+            hook(call);
+            Ok(())
+        })
+    }
+
+    /// A hook that may fail the operation it sees.
+    pub fn fallible(
+        inner: Arc<dyn ObjectStore>,
+        hook: impl Fn(Call<'_>) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             inner,
             hook: Arc::new(hook),
+            wrap: None,
         }
+    }
+
+    /// Every write's body passes through `wrap` on its way in.
+    pub fn wrapping_bodies(
+        mut self,
+        wrap: impl Fn(&str, ByteStream) -> ByteStream + Send + Sync + 'static,
+    ) -> Self {
+        self.wrap = Some(Arc::new(wrap));
+        self
+    }
+}
+
+/// A hook under which the store fails every operation while `down` is set:
+/// what a stage sees of an unreachable S3 (its writes never start, nothing
+/// is changed).
+pub fn outage(down: Arc<AtomicBool>) -> impl Fn(Call<'_>) -> Result<()> + Send + Sync + 'static {
+    move |call| match down.load(Ordering::SeqCst) {
+        true => Err(Error::store(
+            call.key(),
+            "connection refused (injected store outage)",
+        )),
+        false => Ok(()),
     }
 }
 
@@ -370,7 +424,8 @@ impl AsyncRead for Watched {
         let n = buf.filled().len() - before;
         if n > 0 {
             this.streamed += n as u64;
-            (this.hook)(Call::Streamed(&this.key, this.streamed));
+            (this.hook)(Call::Streamed(&this.key, this.streamed))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
         Poll::Ready(Ok(()))
     }
@@ -379,15 +434,19 @@ impl AsyncRead for Watched {
 #[async_trait]
 impl ObjectStore for HookStore {
     async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)> {
-        (self.hook)(Call::Get(key));
+        (self.hook)(Call::Get(key))?;
         self.inner.get(key).await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        (self.hook)(Call::Head(key));
+        (self.hook)(Call::Head(key))?;
         self.inner.head(key).await
     }
     async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
-        (self.hook)(Call::Put(key));
+        (self.hook)(Call::Put(key))?;
+        let body = match &self.wrap {
+            Some(wrap) => wrap(key, body),
+            None => body,
+        };
         let body: ByteStream = Box::pin(Watched {
             inner: body,
             key: key.to_string(),
@@ -397,15 +456,15 @@ impl ObjectStore for HookStore {
         self.inner.put(key, body, metadata).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        (self.hook)(Call::List(prefix));
+        (self.hook)(Call::List(prefix))?;
         self.inner.list(prefix).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
-        (self.hook)(Call::Delete(key));
+        (self.hook)(Call::Delete(key))?;
         self.inner.delete(key).await
     }
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        (self.hook)(Call::Get(key));
+        (self.hook)(Call::Get(key))?;
         self.inner.get_versioned(key).await
     }
     async fn put_if(
@@ -415,7 +474,7 @@ impl ObjectStore for HookStore {
         metadata: &Metadata,
         expected: Option<&str>,
     ) -> Result<bool> {
-        (self.hook)(Call::Put(key));
+        (self.hook)(Call::Put(key))?;
         self.inner.put_if(key, bytes, metadata, expected).await
     }
 }
@@ -441,63 +500,6 @@ pub fn at_nth_call(
 
 // ---------------------------------------------------------------------------
 // Outages: a store and a mailbox sink that fail while switched off.
-
-/// A store that fails every operation while `down` is set: what a stage
-/// sees of an unreachable S3 (its writes never start, nothing is changed).
-pub struct OutageStore {
-    pub inner: Arc<dyn ObjectStore>,
-    pub down: Arc<AtomicBool>,
-}
-
-impl OutageStore {
-    fn check(&self, key: &str) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(Error::store(
-                key,
-                "connection refused (injected store outage)",
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for OutageStore {
-    async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)> {
-        self.check(key)?;
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        self.check(key)?;
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
-        self.check(key)?;
-        self.inner.put(key, body, metadata).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        self.check(prefix)?;
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.check(key)?;
-        self.inner.delete(key).await
-    }
-    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        self.check(key)?;
-        self.inner.get_versioned(key).await
-    }
-    async fn put_if(
-        &self,
-        key: &str,
-        bytes: Vec<u8>,
-        metadata: &Metadata,
-        expected: Option<&str>,
-    ) -> Result<bool> {
-        self.check(key)?;
-        self.inner.put_if(key, bytes, metadata, expected).await
-    }
-}
 
 /// A mailbox sink that goes down at its `down_at`-th delivery (1-based; 0:
 /// never) and stays down: every call then fails as the IMAP sink fails when

@@ -51,8 +51,8 @@ use chrono::{Duration as Days, NaiveDate};
 use serde::Serialize;
 
 use crate::faults::{
-    assert_store_objects_whole, evidence, ice_folder, run_killed_at, work_done, Call, HookStore,
-    OutageSink, OutageStore, Rng, DOMAIN, GHOST, MAILBOXES,
+    assert_store_objects_whole, evidence, ice_folder, outage, run_killed_at, work_done, Call,
+    HookStore, OutageSink, Rng, DOMAIN, GHOST, MAILBOXES,
 };
 use crate::local::{Firm, FIRM_UID, SIGNER_UID};
 use crate::readback::{read_folders, ReadMail};
@@ -908,10 +908,10 @@ impl Soak {
         let calls = Arc::new(AtomicUsize::new(0));
         let struck = Arc::new(AtomicBool::new(false));
         let down = Arc::new(AtomicBool::new(false));
-        let store: Arc<dyn ObjectStore> = Arc::new(OutageStore {
-            inner: pipeline.ctx.store.clone(),
-            down: down.clone(),
-        });
+        let store: Arc<dyn ObjectStore> = Arc::new(HookStore::fallible(
+            pipeline.ctx.store.clone(),
+            outage(down.clone()),
+        ));
         let hook = strike_at_store_operation(fault, calls.clone(), struck.clone(), down);
         pipeline.ctx.store = Arc::new(HookStore::new(store, hook));
         let mail_at = match fault {

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use chat_archive_core::adapters::sftp::{validate_connection, Step, SSH_KEY_PASSPHRASE};
 use chat_archive_core::adapters::{LocalStore, SecretsFile, SftpConfig};
 use chat_archive_core::config::{ConnectorConfig, Settings};
@@ -18,11 +17,12 @@ use chat_archive_core::crypto::SignaturePolicy;
 use chat_archive_core::events::FetchRequest;
 use chat_archive_core::pipeline::{LocalLayout, Pipeline, Silent};
 use chat_archive_core::ports::secrets::fields;
-use chat_archive_core::ports::{ByteStream, Metadata, ObjectInfo, ObjectStore, SecretValue};
+use chat_archive_core::ports::{ByteStream, ObjectInfo, ObjectStore, SecretValue};
 use chat_archive_core::stages::fetch::{self, Checkpoint, FetchOutcome};
 use chat_archive_core::stages::Context;
 use chat_archive_core::{Error, Result};
 use chrono::NaiveDate;
+use integration_tests::faults::HookStore;
 use integration_tests::fixtures::SAMPLE;
 use integration_tests::local::Firm;
 use integration_tests::sshd::{self, Sshd, BOTH_USER, KEY_USER, PASSWORD_USER};
@@ -668,13 +668,6 @@ async fn a_backfill_relands_exactly_the_files_in_range_and_a_refetch_exactly_the
 // until the test releases it, so that the server can be stopped at a known
 // point mid-transfer (no timing involved).
 
-struct GateStore {
-    inner: LocalStore,
-    pass: u64,
-    reached: Mutex<Option<oneshot::Sender<()>>>,
-    release: Mutex<Option<oneshot::Receiver<()>>>,
-}
-
 struct Gate {
     inner: ByteStream,
     passed: u64,
@@ -713,52 +706,6 @@ impl AsyncRead for Gate {
     }
 }
 
-#[async_trait]
-impl ObjectStore for GateStore {
-    async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)> {
-        self.inner.get(key).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        self.inner.head(key).await
-    }
-    async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
-        let release = if key.starts_with("raw/") {
-            self.release.lock().unwrap().take()
-        } else {
-            None
-        };
-        let body: ByteStream = match release {
-            Some(release) => Box::pin(Gate {
-                inner: body,
-                passed: 0,
-                limit: self.pass,
-                reached: self.reached.lock().unwrap().take(),
-                release: Some(release),
-            }),
-            None => body,
-        };
-        self.inner.put(key, body, metadata).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.inner.delete(key).await
-    }
-    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        self.inner.get_versioned(key).await
-    }
-    async fn put_if(
-        &self,
-        key: &str,
-        bytes: Vec<u8>,
-        metadata: &Metadata,
-        expected: Option<&str>,
-    ) -> Result<bool> {
-        self.inner.put_if(key, bytes, metadata, expected).await
-    }
-}
-
 /// Starts a fetch whose first raw transfer stops after `pass` bytes; returns
 /// the running fetch, a signal that the transfer reached the gate, and the
 /// release.
@@ -774,13 +721,26 @@ fn gated_fetch(
     let (reached_tx, reached_rx) = oneshot::channel();
     let (release_tx, release_rx) = oneshot::channel();
     let pipeline = local.pipeline();
+    let gate = Mutex::new(Some((reached_tx, release_rx)));
+    let store =
+        HookStore::new(Arc::new(local.store()), |_| {}).wrapping_bodies(move |key, body| {
+            let first_raw = match key.starts_with("raw/") {
+                true => gate.lock().expect("gate lock").take(),
+                false => None,
+            };
+            match first_raw {
+                Some((reached, release)) => Box::pin(Gate {
+                    inner: body,
+                    passed: 0,
+                    limit: pass,
+                    reached: Some(reached),
+                    release: Some(release),
+                }),
+                None => body,
+            }
+        });
     let ctx = Context {
-        store: Arc::new(GateStore {
-            inner: local.store(),
-            pass,
-            reached: Mutex::new(Some(reached_tx)),
-            release: Mutex::new(Some(release_rx)),
-        }),
+        store: Arc::new(store),
         config: pipeline.ctx.config.clone(),
         connectors: pipeline.ctx.connectors.clone(),
     };
