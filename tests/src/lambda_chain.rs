@@ -89,6 +89,39 @@ out(events)
     out.as_array().cloned().unwrap_or_default()
 }
 
+/// The messages waiting in a queue (taken off it) as Lambda's SQS event
+/// source hands them to a function: one record per message, its body the
+/// S3 notification as moto queued it.
+pub fn take_queued(moto: &Moto, queue: &str) -> Vec<Value> {
+    let out = moto.boto(
+        r#"
+url = sqs.get_queue_url(QueueName=arg)["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+records = []
+while True:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]).get("Messages", [])
+    if not got:
+        break
+    for m in got:
+        records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                        "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+                        "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": "us-east-1"})
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+out(records)
+"#,
+        json!(queue),
+    );
+    out.as_array().cloned().unwrap_or_default()
+}
+
+/// SQS records in batches of at most `size`, as the event source invokes.
+pub fn sqs_batches(records: &[Value], size: usize) -> Vec<Value> {
+    records
+        .chunks(size.max(1))
+        .map(|chunk| json!({ "Records": chunk }))
+        .collect()
+}
+
 /// The object key an S3 event names (as sent: URL-encoded).
 pub fn event_key(event: &Value) -> String {
     event["Records"][0]["s3"]["object"]["key"]

@@ -64,6 +64,24 @@ pub struct Response {
     pub alerts: Vec<Alert>,
     #[serde(skip)]
     pub alerts_checked: Vec<AlertKind>,
+    /// Of a batch from the import queue, the messages to hand back to the
+    /// queue (Lambda's `ReportBatchItemFailures`): the rest are done.
+    #[serde(rename = "batchItemFailures", skip_serializing_if = "Vec::is_empty")]
+    pub batch_item_failures: Vec<aws_lambda_events::sqs::BatchItemFailure>,
+}
+
+impl Response {
+    /// Folds the response of another part of the same invocation in.
+    pub fn absorb(&mut self, other: Response) {
+        self.written.extend(other.written);
+        self.quarantined.extend(other.quarantined);
+        self.imported.extend(other.imported);
+        self.days.extend(other.days);
+        self.failed += other.failed;
+        self.alerts.extend(other.alerts);
+        self.alerts_checked.extend(other.alerts_checked);
+        self.batch_item_failures.extend(other.batch_item_failures);
+    }
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -91,6 +91,11 @@ impl Lambda {
                     .map_err(|e| Error::Event(format!("export request: {e}")))?;
                 self.export_rsmf(request.export_rsmf).await
             }
+            Function::Import if is_queue_batch(&event) => {
+                let batch: SqsEvent = serde_json::from_value(event)
+                    .map_err(|e| Error::Event(format!("SQS batch: {e}")))?;
+                self.import_queued(batch).await
+            }
             Function::Import => {
                 self.import(ImportEvent::S3(crate::events::parse_s3_event(event)?))
                     .await
@@ -214,6 +219,56 @@ impl Lambda {
         Ok(response)
     }
 
+    /// A batch from the import queue (the bucket's `mail/*.json`
+    /// notifications, handed over by Lambda's SQS event source): the mails
+    /// of each connector go to the sink together, so it can pipeline and
+    /// group them (MULTIAPPEND) on one session per mailbox. A batch that
+    /// fails is taken again one message at a time, and only the messages
+    /// that fail alone go back to the queue (`batchItemFailures`); the
+    /// import is exactly-once per mailbox, so redoing the others changes
+    /// nothing. When every message fails the invocation fails, with the
+    /// kind of the first failure.
+    pub async fn import_queued(&self, batch: SqsEvent) -> Result<Response> {
+        let mut response = Response::default();
+        let mut queued: Vec<(String, S3Event)> = Vec::new();
+        for message in batch.records {
+            let id = message.message_id.clone().unwrap_or_default();
+            match queued_s3_event(&message) {
+                Ok(Some(event)) => queued.push((id, event)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "queued message is not an S3 event: back to the queue (its redrive policy moves it to the dead-letter queue)");
+                    response.batch_item_failures.push(failed_item(id));
+                }
+            }
+        }
+        let mut first_error = None;
+        for group in by_connector(&self.pipeline, queued) {
+            let together = merged_event(group.iter().map(|(_, event)| event));
+            match self.s3(Function::Import, &together).await {
+                Ok(done) => response.absorb(done),
+                Err(e) => {
+                    tracing::warn!(error = %e, messages = group.len(), "batch failed: importing its messages one at a time");
+                    for (id, event) in group {
+                        match self.s3(Function::Import, &event).await {
+                            Ok(done) => response.absorb(done),
+                            Err(e) => {
+                                tracing::error!(message_id = %id, kind = e.kind(), error = %e, "queued mail failed: back to the queue");
+                                response.batch_item_failures.push(failed_item(id));
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let nothing_done = response.imported.is_empty() && response.written.is_empty();
+        match first_error {
+            Some(e) if nothing_done => Err(e),
+            _ => Ok(response),
+        }
+    }
+
     pub async fn import(&self, event: ImportEvent) -> Result<Response> {
         match event {
             ImportEvent::S3(event) => self.s3(Function::Import, &event).await,
@@ -242,6 +297,62 @@ impl Lambda {
             }
         }
     }
+}
+
+/// Whether an import event is a batch from an SQS queue.
+fn is_queue_batch(event: &serde_json::Value) -> bool {
+    event["Records"][0]["eventSource"].as_str() == Some("aws:sqs")
+}
+
+/// The S3 notification a queued message carries; `None` for the
+/// `s3:TestEvent` S3 sends when the notification is set up.
+fn queued_s3_event(message: &SqsMessage) -> Result<Option<S3Event>> {
+    let body: serde_json::Value = serde_json::from_str(message.body.as_deref().unwrap_or_default())
+        .map_err(|e| Error::Event(format!("queued message body: {e}")))?;
+    if body["Event"].as_str() == Some("s3:TestEvent") {
+        return Ok(None);
+    }
+    crate::events::parse_s3_event(body).map(Some)
+}
+
+fn failed_item(id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = id;
+    failure
+}
+
+/// The queued events grouped by the connector their first key belongs to,
+/// in order of first appearance (one stage run serves one connector).
+fn by_connector(
+    pipeline: &Pipeline,
+    queued: Vec<(String, S3Event)>,
+) -> Vec<Vec<(String, S3Event)>> {
+    let mut groups: Vec<(String, Vec<(String, S3Event)>)> = Vec::new();
+    for (id, event) in queued {
+        let first = object_keys(&event)
+            .ok()
+            .and_then(|keys| keys.into_iter().next())
+            .unwrap_or_default();
+        let connector = pipeline.ctx.for_key(&first).name;
+        match groups.iter_mut().find(|(name, _)| *name == connector) {
+            Some((_, group)) => group.push((id, event)),
+            None => groups.push((connector, vec![(id, event)])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// One event of every record of `events`, each object once (SQS delivers
+/// at least once: the same notification can come twice in a batch).
+fn merged_event<'e>(events: impl Iterator<Item = &'e S3Event>) -> S3Event {
+    let mut merged = S3Event::default();
+    let mut seen = BTreeSet::new();
+    for record in events.flat_map(|event| event.records.iter()) {
+        if seen.insert(record.s3.object.key.clone()) {
+            merged.records.push(record.clone());
+        }
+    }
+    merged
 }
 
 /// The day a stage's input object belongs to, as the stages file it.

@@ -36,6 +36,7 @@ use async_trait::async_trait;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::s3::S3Event;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsEvent, SqsMessage};
 use aws_sdk_s3::config::Credentials;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use serde::{Deserialize, Serialize};
