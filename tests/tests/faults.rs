@@ -615,7 +615,8 @@ mod s3 {
         let plain_event = chain.fetch_and_decrypt(&lambda).await.remove(0);
 
         // Convert: S3 stops as the 4th mail is about to be written (puts
-        // under mail/ go .eml, .json, .eml, ...: the 7th is the 4th .eml).
+        // under mail/ go .eml, .json, .eml, ...: the 7th is the 4th .eml;
+        // mails are written several at a time, so others are under way).
         let faulty = chain
             .lambda_with_hook(at_nth_call(
                 7,
@@ -629,21 +630,32 @@ mod s3 {
             .expect_err("convert cannot finish without S3");
         let (key, reason) = store_error(&err);
         assert!(
-            key.starts_with("mail/ice/") && key.ends_with(".eml"),
-            "{err}"
+            ["mail/ice/", "reports/ice/", "state/ice/"]
+                .iter()
+                .any(|p| key.starts_with(p)),
+            "the error names the object it could not write: {err}"
         );
         assert!(reason.contains("S3"), "{err}");
-        // The three mails written before are whole, each with its sidecar,
-        // and started exactly their three imports.
+        // What was written before is whole; every sidecar has its mail
+        // (the sidecar goes last) and started exactly one import; not every
+        // mail was written.
         let early_versions = versions(&chain.moto);
         assert_versions_whole(&early_versions, "after the stop mid-convert");
-        let written: Vec<_> = by_key(&early_versions)
+        let written: BTreeSet<String> = by_key(&early_versions)
             .into_keys()
             .filter(|k| k.starts_with("mail/"))
             .collect();
-        assert_eq!(written.len(), 6, "{written:?}");
+        let sidecars: Vec<&String> = written.iter().filter(|k| k.ends_with(".json")).collect();
+        for sidecar in &sidecars {
+            let mail = sidecar.replace(".json", ".eml");
+            assert!(written.contains(&mail), "{sidecar} without its mail {mail}");
+        }
+        assert!(
+            sidecars.len() < chain.conversations(),
+            "not every mail was written before S3 stopped: {written:?}"
+        );
         let mut events = take_events(&chain.moto, MAIL_EVENTS);
-        assert_eq!(events.len(), 3);
+        assert_eq!(events.len(), sidecars.len(), "one import event per sidecar");
 
         // The event is delivered again (Lambda's retry) once S3 is back.
         chain.resume_s3();
@@ -748,11 +760,15 @@ mod s3 {
         assert_eq!(converted.written.len(), chain.conversations());
         let events = take_events(&chain.moto, MAIL_EVENTS);
         let sidecars: BTreeSet<String> = events.iter().map(event_key).collect();
+        // A sidecar write abandoned while S3 hung can be committed when it
+        // wakes, beside the retry's: a second notification of the same
+        // object, as S3's at-least-once events can bring anyway.
         assert_eq!(
-            (events.len(), sidecars.len()),
-            (chain.conversations(), chain.conversations()),
-            "one import event per mail"
+            sidecars.len(),
+            chain.conversations(),
+            "an import event per mail"
         );
+        assert!(events.len() >= sidecars.len());
         for event in events {
             chain.invoke(&lambda, Function::Import, event).await;
         }

@@ -7,7 +7,8 @@
 //! breaks is quarantined with the place of the fault, and the conversations
 //! read before it still go on.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use tokio::runtime::Handle;
@@ -45,6 +46,14 @@ pub struct ConvertOutcome {
 
 /// Mails go from the parsing thread to the writer a few at a time.
 const MAILS_IN_FLIGHT: usize = 4;
+/// Mails written at once: most chats are short, and one at a time a day of
+/// a million one-message conversations waits on a million round trips (S3
+/// takes thousands of PUTs a second per prefix; a local disk commits
+/// concurrent syncs together).
+const WRITES_IN_FLIGHT: usize = 16;
+/// Bytes of mail held by the writes in flight: a large mail is written
+/// with fewer (or no) others beside it, so memory stays bounded.
+const WRITE_BYTES_IN_FLIGHT: usize = 32 << 20;
 
 /// What the parsing thread hands to the writer.
 enum Output {
@@ -191,16 +200,14 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
     };
     let mut outcome = ConvertOutcome::default();
     let mut first_day = None;
+    let mut writes = Writes::new(ctx);
     while let Some(output) = receiver.recv().await {
-        let key = match output {
-            Output::Mail { mail, recovered } => {
-                first_day.get_or_insert(mail.sidecar.day);
-                write_mail(ctx, *mail, recovered).await?
-            }
-            Output::Written(key) => key,
-        };
-        outcome.sidecars.push(key);
+        if let Output::Mail { mail, .. } = &output {
+            first_day.get_or_insert(mail.sidecar.day);
+        }
+        writes.start(output, &mut outcome.sidecars).await?;
     }
+    writes.finish(&mut outcome.sidecars).await?;
     let (mut days, quarantined, dialect, parsed) = parsing
         .await
         .map_err(|e| Error::Config(format!("conversion task failed: {e}")))?;
@@ -823,6 +830,87 @@ fn unreadable(conversation: Conversation, error: InputError) -> BadConversation 
         line: conversation.line,
         events: conversation.events.len() as u64,
         raw: conversation.original_xml,
+    }
+}
+
+/// The mails being written, in the order the parser made them; at most
+/// [`WRITES_IN_FLIGHT`] and [`WRITE_BYTES_IN_FLIGHT`] at once. When one
+/// fails, the others are let finish (never cut off mid-write, which would
+/// leave a local store's temporary file behind) and the first failure is
+/// the stage's.
+struct Writes {
+    ctx: Arc<Context>,
+    in_flight: VecDeque<(usize, tokio::task::JoinHandle<Result<String>>)>,
+    bytes: usize,
+}
+
+impl Writes {
+    fn new(ctx: &Context) -> Self {
+        Self {
+            ctx: Arc::new(ctx.clone()),
+            in_flight: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Starts writing `output` once there is room, collecting the sidecar
+    /// keys of the writes that finish meanwhile into `done`.
+    async fn start(&mut self, output: Output, done: &mut Vec<String>) -> Result<()> {
+        let size = match &output {
+            Output::Mail { mail, .. } => mail.raw.len(),
+            Output::Written(_) => 0,
+        };
+        while !self.in_flight.is_empty()
+            && (self.in_flight.len() >= WRITES_IN_FLIGHT
+                || self.bytes + size > WRITE_BYTES_IN_FLIGHT)
+        {
+            let key = self.next_done().await;
+            done.push(self.or_drain(key).await?);
+        }
+        let ctx = self.ctx.clone();
+        let write = tokio::spawn(async move {
+            match output {
+                Output::Mail { mail, recovered } => write_mail(&ctx, *mail, recovered).await,
+                Output::Written(key) => Ok(key),
+            }
+        });
+        self.bytes += size;
+        self.in_flight.push_back((size, write));
+        Ok(())
+    }
+
+    /// Waits for every write still in flight.
+    async fn finish(&mut self, done: &mut Vec<String>) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            let key = self.next_done().await;
+            done.push(self.or_drain(key).await?);
+        }
+        Ok(())
+    }
+
+    /// A failed write: waits for the rest, then gives the failure back.
+    async fn or_drain(&mut self, key: Result<String>) -> Result<String> {
+        if key.is_err() {
+            while !self.in_flight.is_empty() {
+                let _ = self.next_done().await;
+            }
+        }
+        key
+    }
+
+    async fn next_done(&mut self) -> Result<String> {
+        let Some((size, write)) = self.in_flight.front_mut() else {
+            return Err(Error::Internal("no mail write in flight".into()));
+        };
+        let key = match write.await {
+            Ok(key) => key,
+            // A panic in a write is the stage's own, as if written inline.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(Error::Internal(format!("mail write task: {e}"))),
+        };
+        self.bytes -= *size;
+        self.in_flight.pop_front();
+        key
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::{StreamExt, TryStreamExt};
+
 use super::{lineage, Context};
 use crate::error::{Error, Result};
 use crate::layout;
@@ -47,6 +49,9 @@ pub async fn run(
 /// Raw mail held in memory per sink call; a batch larger than this is
 /// delivered in several calls.
 const BATCH_BYTES: usize = 32 << 20;
+/// Store reads and status writes in flight at once: a batch of short chats
+/// is mostly round trips to the store.
+const STORE_CALLS_IN_FLIGHT: usize = 16;
 
 /// One mail of a batch, loaded and mapped.
 struct Loaded {
@@ -71,8 +76,15 @@ pub async fn run_batch(
     let mut records = Vec::with_capacity(sidecar_keys.len());
     let mut chunk: Vec<Loaded> = Vec::new();
     let mut bytes = 0;
-    for key in sidecar_keys {
-        let loaded = load(ctx, mapper, key).await?;
+    // Read ahead a few mails at a time (in order); mapping stays one at a
+    // time, since the mapper keeps what it learnt of each mailbox.
+    // (The futures are made first: a stream holding the closure that makes
+    // them would not be Send for every lifetime, which a spawned run needs.)
+    let reads: Vec<_> = sidecar_keys.iter().map(|key| read(ctx, key)).collect();
+    let mut reads = futures_util::stream::iter(reads).buffered(STORE_CALLS_IN_FLIGHT);
+    while let Some(read) = reads.next().await {
+        let (sidecar, raw) = read?;
+        let loaded = map(mapper, sidecar, raw).await?;
         bytes += loaded.raw.len() * loaded.mailboxes.len().max(1);
         chunk.push(loaded);
         if bytes >= BATCH_BYTES {
@@ -86,7 +98,8 @@ pub async fn run_batch(
     Ok(records)
 }
 
-async fn load(ctx: &Context, mapper: &mut Mapper<'_>, sidecar_key: &str) -> Result<Loaded> {
+/// A sidecar and the mail it names.
+async fn read(ctx: &Context, sidecar_key: &str) -> Result<(MailSidecar, Vec<u8>)> {
     let sidecar: MailSidecar = serde_json::from_slice(&ctx.store.get_bytes(sidecar_key).await?)
         .map_err(|e| Error::store(sidecar_key, format!("not a mail sidecar: {e}")))?;
     let day = sidecar.day.to_string();
@@ -94,6 +107,10 @@ async fn load(ctx: &Context, mapper: &mut Mapper<'_>, sidecar_key: &str) -> Resu
         .store
         .get_bytes(&layout::mail(&sidecar.connector, &day, &sidecar.item_id))
         .await?;
+    Ok((sidecar, raw))
+}
+
+async fn map(mapper: &mut Mapper<'_>, sidecar: MailSidecar, raw: Vec<u8>) -> Result<Loaded> {
     let (mailboxes, unmapped) = map_participants(mapper, &sidecar).await?;
     Ok(Loaded {
         sidecar,
@@ -127,7 +144,7 @@ async fn deliver_chunk(
     }
     let mut outcomes = sink.deliver_batch(&deliveries).await?.into_iter();
     drop(deliveries);
-    let mut records = Vec::with_capacity(chunk.len());
+    let mut settled = Vec::with_capacity(chunk.len());
     for mail in chunk {
         let mut targets = Vec::with_capacity(mail.mailboxes.len());
         for (mailbox, im_ids) in mail.mailboxes {
@@ -146,10 +163,19 @@ async fn deliver_chunk(
                 reason,
             });
         }
-        let kept = mail.attachments_kept;
-        records.push(settle_and_write(ctx, mail.sidecar, targets, mail.unmapped, kept).await?);
+        settled.push((mail.sidecar, targets, mail.unmapped, mail.attachments_kept));
     }
-    Ok(records)
+    // Each mail's record is its own object: written a few at a time.
+    let writes: Vec<_> = settled
+        .into_iter()
+        .map(|(sidecar, targets, unmapped, kept)| {
+            settle_and_write(ctx, sidecar, targets, unmapped, kept)
+        })
+        .collect();
+    futures_util::stream::iter(writes)
+        .buffered(STORE_CALLS_IN_FLIGHT)
+        .try_collect()
+        .await
 }
 
 async fn settle_and_write(
