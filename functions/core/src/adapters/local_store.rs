@@ -82,21 +82,31 @@ impl LocalStore {
         self.root.join(META_DIR).join(format!("{key}.json"))
     }
 
-    async fn read_meta(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        let body = self.path_of(key)?;
-        if !tokio::fs::try_exists(&body)
+    /// Runs a piece of the store's synchronous file work on the blocking
+    /// pool: one hop per operation, however many files it touches (a hop
+    /// per file call made a day of short chats mostly thread wake-ups).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &str,
+        work: impl FnOnce(&LocalStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
             .await
             .map_err(|e| Error::store(key, e))?
-        {
-            return Ok(None);
-        }
-        let meta = match tokio::fs::read(self.meta_path(key)).await {
+    }
+
+    fn read_meta(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let body = self.path_of(key)?;
+        let on_disk = match std::fs::metadata(&body) {
+            Ok(on_disk) => on_disk,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::store(key, e)),
+        };
+        let meta = match std::fs::read(self.meta_path(key)) {
             Ok(meta) => {
                 let meta: StoredMeta = serde_json::from_slice(&meta)
                     .map_err(|e| Error::store(key, format!("metadata corrupt: {e}")))?;
-                let on_disk = tokio::fs::metadata(&body)
-                    .await
-                    .map_err(|e| Error::store(key, e))?;
                 match meta.body_id.is_some() && meta.body_id != body_id(&on_disk) {
                     false => meta,
                     true => {
@@ -105,12 +115,12 @@ impl LocalStore {
                             "metadata written for a body that never landed (a writer stopped \
                              between the two): described again from the body in place"
                         );
-                        self.describe_placed_by_hand(key, &body).await?
+                        self.describe_placed_by_hand(key, &body)?
                     }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.describe_placed_by_hand(key, &body).await?
+                self.describe_placed_by_hand(key, &body)?
             }
             Err(e) => return Err(Error::store(key, format!("metadata unreadable: {e}"))),
         };
@@ -124,73 +134,55 @@ impl LocalStore {
 
     /// Metadata for a body that was put there by hand (a mapping CSV copied
     /// into `config/`, say): size and digest computed and recorded now.
-    async fn describe_placed_by_hand(&self, key: &str, body: &Path) -> Result<StoredMeta> {
-        let mut file = tokio::fs::File::open(body)
-            .await
-            .map_err(|e| Error::store(key, e))?;
+    fn describe_placed_by_hand(&self, key: &str, body: &Path) -> Result<StoredMeta> {
+        let mut file = std::fs::File::open(body).map_err(|e| Error::store(key, e))?;
         let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::store(key, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
+        let size = std::io::copy(&mut file, &mut hasher).map_err(|e| Error::store(key, e))?;
         let meta = StoredMeta {
             size,
             sha256: hex::encode(hasher.finalize()),
             metadata: Metadata::new(),
-            body_id: file.metadata().await.ok().and_then(|m| body_id(&m)),
+            body_id: file.metadata().ok().and_then(|m| body_id(&m)),
         };
-        self.write_meta(key, &meta).await?;
+        self.write_meta(key, &meta)?;
         tracing::info!(key, size, "object placed by hand: metadata computed");
         Ok(meta)
     }
 
-    async fn write_meta(&self, key: &str, meta: &StoredMeta) -> Result<()> {
+    fn write_meta(&self, key: &str, meta: &StoredMeta) -> Result<()> {
         let meta_path = self.meta_path(key);
         if let Some(dir) = meta_path.parent() {
-            create_dir_all(dir).await?;
+            create_dir_all(dir)?;
         }
         let tmp_dir = self.root.join(TMP_DIR);
-        create_dir_all(&tmp_dir).await?;
+        create_dir_all(&tmp_dir)?;
         let meta_tmp = tmp_dir.join(format!("{}.meta", hex::encode(rand::random::<[u8; 8]>())));
         let json = serde_json::to_vec(meta).map_err(|e| Error::store(key, e))?;
-        let written = match tokio::fs::write(&meta_tmp, json).await {
-            Ok(()) => tokio::fs::rename(&meta_tmp, &meta_path).await,
-            Err(e) => Err(e),
-        };
+        let written =
+            std::fs::write(&meta_tmp, json).and_then(|()| std::fs::rename(&meta_tmp, &meta_path));
         if written.is_err() {
-            let _ = tokio::fs::remove_file(&meta_tmp).await;
+            let _ = std::fs::remove_file(&meta_tmp);
         }
         written.map_err(|e| Error::store(key, format!("writing metadata: {e}")))
     }
 
     /// Moves the current body and metadata of an evidence object aside
     /// before it is replaced by different content.
-    async fn keep_version(&self, key: &str, new_sha256: &str) -> Result<()> {
+    fn keep_version(&self, key: &str, new_sha256: &str) -> Result<()> {
         if !EVIDENCE.iter().any(|p| key.starts_with(p)) {
             return Ok(());
         }
-        let Some(old) = self.read_meta(key).await? else {
+        let Some(old) = self.read_meta(key)? else {
             return Ok(());
         };
         if old.sha256 == new_sha256 {
             return Ok(());
         }
         let dir = self.root.join(VERSIONS_DIR).join(key);
-        create_dir_all(&dir).await?;
+        create_dir_all(&dir)?;
         let kept = dir.join(&old.sha256);
-        tokio::fs::rename(self.path_of(key)?, &kept)
-            .await
-            .map_err(|e| Error::store(key, e))?;
-        let _ = tokio::fs::rename(self.meta_path(key), kept.with_extension("json")).await;
+        std::fs::rename(self.path_of(key)?, &kept).map_err(|e| Error::store(key, e))?;
+        let _ = std::fs::rename(self.meta_path(key), kept.with_extension("json"));
         tracing::warn!(key, old_sha256 = %old.sha256, new_sha256, "evidence object replaced: earlier version kept");
         Ok(())
     }
@@ -199,54 +191,97 @@ impl LocalStore {
     /// lives. Keys share 256 lock files (by their digest's first byte): the
     /// locks are held for one small write, and a million ledgers must not
     /// leave a million lock files behind.
-    async fn lock(&self, key: &str) -> Result<std::fs::File> {
+    fn lock(&self, key: &str) -> Result<std::fs::File> {
         let dir = self.root.join(LOCKS_DIR);
-        create_dir_all(&dir).await?;
+        create_dir_all(&dir)?;
         let path = dir.join(hex::encode(&Sha256::digest(key.as_bytes())[..1]));
-        let key = key.to_string();
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            file.lock()?;
-            Ok::<_, std::io::Error>(file)
-        })
-        .await
-        .map_err(|e| Error::store(&key, e))?
-        .map_err(|e| Error::store(&key, format!("locking: {e}")))
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|e| Error::store(key, format!("locking: {e}")))?;
+        Ok(file)
     }
 
     /// Puts a written body (`tmp`) and its metadata in place. The metadata
     /// goes first and names the body's inode, so a stop between the two
-    /// renames leaves a pair the reader detects (and repairs).
-    async fn commit(&self, key: &str, tmp: &Path, target: &Path, meta: &StoredMeta) -> Result<()> {
-        if let Some(dir) = target.parent() {
-            create_dir_all(dir).await?;
+    /// renames leaves a pair the reader detects (and repairs). On failure
+    /// the body is removed from `.tmp/`, so that it does not hold the space
+    /// the retry needs (out of space before the body's rename: the body was
+    /// never in sight).
+    fn commit(&self, key: &str, tmp: &Path, meta: &StoredMeta) -> Result<()> {
+        let committed = (|| {
+            let target = self.path_of(key)?;
+            if let Some(dir) = target.parent() {
+                create_dir_all(dir)?;
+            }
+            self.keep_version(key, &meta.sha256)?;
+            self.write_meta(key, meta)?;
+            std::fs::rename(tmp, target).map_err(|e| Error::store(key, e))
+        })();
+        if committed.is_err() {
+            let _ = std::fs::remove_file(tmp);
         }
-        self.keep_version(key, &meta.sha256).await?;
-        self.write_meta(key, meta).await?;
-        tokio::fs::rename(tmp, target)
-            .await
-            .map_err(|e| Error::store(key, e))
+        committed
     }
 
-    async fn write_temp(&self, key: &str, mut body: ByteStream) -> Result<(PathBuf, u64, String)> {
+    fn temp_path(&self) -> Result<PathBuf> {
         let tmp_dir = self.root.join(TMP_DIR);
-        create_dir_all(&tmp_dir).await?;
-        let tmp = tmp_dir.join(format!(
+        create_dir_all(&tmp_dir)?;
+        Ok(tmp_dir.join(format!(
             "{}.{}",
             hex::encode(rand::random::<[u8; 8]>()),
             std::process::id()
-        ));
-        let result = copy_hashing(&mut body, &tmp).await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        )))
+    }
+
+    /// Writes a body held in memory, synced, and commits it.
+    fn put_bytes_now(&self, key: &str, bytes: &[u8], metadata: &Metadata) -> Result<ObjectInfo> {
+        check_key(key)?;
+        let tmp = self.temp_path()?;
+        let written = (|| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            file.metadata()
+        })();
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::store(key, format!("write aborted: {e}")));
+            }
+        };
+        let meta = StoredMeta {
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            metadata: metadata.clone(),
+            body_id: body_id(&written),
+        };
+        self.commit(key, &tmp, &meta)?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: meta.size,
+            sha256: meta.sha256,
+            metadata: meta.metadata,
+        })
+    }
+
+    /// The body and the version a conditional write names (its digest, so
+    /// the two always agree even when another writer renames a new body in
+    /// between).
+    fn get_versioned_now(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        match std::fs::read(self.path_of(key)?) {
+            Ok(bytes) => {
+                let version = hex::encode(Sha256::digest(&bytes));
+                Ok(Some((bytes, version)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::store(key, e)),
         }
-        let (size, sha256) =
-            result.map_err(|e| Error::store(key, format!("write aborted: {e}")))?;
-        Ok((tmp, size, sha256))
     }
 }
 
@@ -272,10 +307,13 @@ async fn copy_hashing(body: &mut ByteStream, path: &Path) -> std::io::Result<(u6
     Ok((size, hex::encode(hasher.finalize())))
 }
 
-async fn create_dir_all(dir: &Path) -> Result<()> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
+fn create_dir_all(dir: &Path) -> Result<()> {
+    // Most writes go into a directory that is there already: one stat
+    // instead of a mkdir per path component.
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))
 }
 
 /// Keys are relative paths of plain segments: no traversal out of the root.
@@ -296,68 +334,96 @@ fn check_key(key: &str) -> Result<()> {
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn get(&self, key: &str) -> Result<(ByteStream, ObjectInfo)> {
-        let info = self
-            .read_meta(key)
-            .await?
-            .ok_or_else(|| Error::store(key, "no such object"))?;
-        let file = tokio::fs::File::open(self.path_of(key)?)
-            .await
-            .map_err(|e| Error::store(key, e))?;
-        Ok((Box::pin(file), info))
+        let owned = key.to_string();
+        let (file, info) = self
+            .blocking(key, move |store| {
+                let info = store
+                    .read_meta(&owned)?
+                    .ok_or_else(|| Error::store(&owned, "no such object"))?;
+                let file = std::fs::File::open(store.path_of(&owned)?)
+                    .map_err(|e| Error::store(&owned, e))?;
+                Ok((file, info))
+            })
+            .await?;
+        Ok((Box::pin(tokio::fs::File::from_std(file)), info))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        self.read_meta(key).await
+        let owned = key.to_string();
+        self.blocking(key, move |store| store.read_meta(&owned))
+            .await
     }
 
-    async fn put(&self, key: &str, body: ByteStream, metadata: &Metadata) -> Result<ObjectInfo> {
-        let target = self.path_of(key)?;
-        let (tmp, size, sha256) = self.write_temp(key, body).await?;
-        let written = tokio::fs::metadata(&tmp)
-            .await
-            .map_err(|e| Error::store(key, e))?;
-        let meta = StoredMeta {
-            size,
-            sha256: sha256.clone(),
-            metadata: metadata.clone(),
-            body_id: body_id(&written),
+    async fn put(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        metadata: &Metadata,
+    ) -> Result<ObjectInfo> {
+        check_key(key)?;
+        let tmp = self.temp_path()?;
+        let result = copy_hashing(&mut body, &tmp).await;
+        let (size, sha256) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Error::store(key, format!("write aborted: {e}")));
+            }
         };
-        let committed = self.commit(key, &tmp, &target, &meta).await;
-        if committed.is_err() {
-            // Out of space (or any failure) before the body's rename: the
-            // body stays out of sight in .tmp/, and is removed so that it
-            // does not hold the space the retry needs.
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        committed?;
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size,
-            sha256,
-            metadata: metadata.clone(),
+        let (owned, metadata) = (key.to_string(), metadata.clone());
+        self.blocking(key, move |store| {
+            let written = std::fs::metadata(&tmp).map_err(|e| Error::store(&owned, e))?;
+            let meta = StoredMeta {
+                size,
+                sha256,
+                metadata,
+                body_id: body_id(&written),
+            };
+            store.commit(&owned, &tmp, &meta)?;
+            Ok(ObjectInfo {
+                key: owned,
+                size: meta.size,
+                sha256: meta.sha256,
+                metadata: meta.metadata,
+            })
         })
+        .await
+    }
+
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &Metadata,
+    ) -> Result<ObjectInfo> {
+        let (owned, metadata) = (key.to_string(), metadata.clone());
+        self.blocking(key, move |store| {
+            store.put_bytes_now(&owned, &bytes, &metadata)
+        })
+        .await
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let owned = key.to_string();
+        self.blocking(key, move |store| {
+            store
+                .read_meta(&owned)?
+                .ok_or_else(|| Error::store(&owned, "no such object"))?;
+            std::fs::read(store.path_of(&owned)?).map_err(|e| Error::store(&owned, e))
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let root = self.root.clone();
-        let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || list_sync(&root, &prefix))
+        let owned = prefix.to_string();
+        self.blocking(prefix, move |store| list_sync(&store.root, &owned))
             .await
-            .map_err(|e| Error::store("", e))?
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        // The version is the digest of the bytes read, so the two always agree
-        // even when another writer renames a new body in between.
-        let path = self.path_of(key)?;
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => {
-                let version = hex::encode(Sha256::digest(&bytes));
-                Ok(Some((bytes, version)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::store(key, e)),
-        }
+        let owned = key.to_string();
+        self.blocking(key, move |store| store.get_versioned_now(&owned))
+            .await
     }
 
     async fn put_if(
@@ -367,13 +433,18 @@ impl ObjectStore for LocalStore {
         metadata: &Metadata,
         expected: Option<&str>,
     ) -> Result<bool> {
-        let _held = self.lock(key).await?;
-        let current = self.get_versioned(key).await?.map(|(_, version)| version);
-        if current.as_deref() != expected {
-            return Ok(false);
-        }
-        self.put_bytes(key, bytes, metadata).await?;
-        Ok(true)
+        let (owned, metadata) = (key.to_string(), metadata.clone());
+        let expected = expected.map(str::to_string);
+        self.blocking(key, move |store| {
+            let _held = store.lock(&owned)?;
+            let current = store.get_versioned_now(&owned)?.map(|(_, version)| version);
+            if current != expected {
+                return Ok(false);
+            }
+            store.put_bytes_now(&owned, &bytes, &metadata)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
