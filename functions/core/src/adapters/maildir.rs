@@ -94,6 +94,63 @@ impl MaildirSink {
     }
 }
 
+impl MaildirSink {
+    /// One delivery, written and synced before it returns.
+    fn deliver_now(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
+        if !self
+            .mailbox_dir(delivery.mailbox)
+            .is_ok_and(|dir| dir.is_dir())
+        {
+            return Err(Error::Mailbox {
+                mailbox: delivery.mailbox.into(),
+                reason: "no such mailbox".into(),
+            });
+        }
+        let folder = self.folder_dir(delivery.mailbox, delivery.folder)?;
+        let unique = unique_name(delivery.message_id);
+        if self.is_present(&folder, &unique)? {
+            return Ok(DeliveryOutcome::AlreadyPresent);
+        }
+        write_message(&folder, &unique, delivery)
+            .map_err(|e| write_failure(delivery.mailbox, &folder, e))?;
+        self.mark_present(&folder, unique)?;
+        Ok(DeliveryOutcome::Delivered)
+    }
+
+    /// Deliveries written side by side, each synced on its own (the file
+    /// system commits concurrent syncs together: one after the other, a
+    /// batch of short chats waits on a sync per mail). A message that comes
+    /// twice in the group waits for its first copy and finds it there.
+    fn deliver_group(&self, group: &[Delivery<'_>]) -> Vec<Result<DeliveryOutcome>> {
+        let mut seen = HashSet::new();
+        let (first, again): (Vec<usize>, Vec<usize>) =
+            (0..group.len()).partition(|&i| seen.insert((group[i].mailbox, group[i].message_id)));
+        let mut results: Vec<Option<Result<DeliveryOutcome>>> = Vec::new();
+        results.resize_with(group.len(), || None);
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = first
+                .iter()
+                .map(|&i| (i, scope.spawn(move || self.deliver_now(&group[i]))))
+                .collect();
+            for (i, writer) in writers {
+                results[i] = Some(writer.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("a Maildir writer thread panicked".into()))
+                }));
+            }
+        });
+        for i in again {
+            results[i] = Some(self.deliver_now(&group[i]));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a delivery was not made".into()))))
+            .collect()
+    }
+}
+
+/// Messages written at once by one batch.
+const WRITES_IN_FLIGHT: usize = 16;
+
 fn poisoned() -> Error {
     Error::Internal("maildir index lock poisoned by an earlier panic".into())
 }
@@ -199,21 +256,21 @@ impl MailboxSink for MaildirSink {
     }
 
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<DeliveryOutcome> {
-        if !self.is_valid_mailbox(delivery.mailbox).await? {
-            return Err(Error::Mailbox {
-                mailbox: delivery.mailbox.into(),
-                reason: "no such mailbox".into(),
-            });
+        self.deliver_now(delivery)
+    }
+
+    async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Result<Vec<DeliveryOutcome>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for group in deliveries.chunks(WRITES_IN_FLIGHT) {
+            for result in self.deliver_group(group) {
+                outcomes.push(match result {
+                    Ok(outcome) => outcome,
+                    Err(e @ Error::Mailbox { .. }) => DeliveryOutcome::Refused(e.to_string()),
+                    Err(other) => return Err(other),
+                });
+            }
         }
-        let folder = self.folder_dir(delivery.mailbox, delivery.folder)?;
-        let unique = unique_name(delivery.message_id);
-        if self.is_present(&folder, &unique)? {
-            return Ok(DeliveryOutcome::AlreadyPresent);
-        }
-        write_message(&folder, &unique, delivery)
-            .map_err(|e| write_failure(delivery.mailbox, &folder, e))?;
-        self.mark_present(&folder, unique)?;
-        Ok(DeliveryOutcome::Delivered)
+        Ok(outcomes)
     }
 }
 
