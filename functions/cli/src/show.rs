@@ -91,7 +91,7 @@ pub fn print_day(day: &DayStatus) {
     for note in &day.notes {
         println!("  {note}");
     }
-    for row in &day.failures {
+    for row in day.failures.iter().take(FAILURES_SHOWN) {
         println!(
             "  FAILED item {} user {} mailbox {}: {}",
             row.item_id,
@@ -100,14 +100,37 @@ pub fn print_day(day: &DayStatus) {
             row.reason
         );
     }
-    for row in &day.unmapped_participants {
+    more_in_the_log(day, day.failures.len(), FAILURES_SHOWN, "failure rows");
+    for row in day.unmapped_participants.iter().take(UNMAPPED_SHOWN) {
         println!(
             "  unmapped participant {} in item {}: {}",
             row.source_user, row.item_id, row.reason
         );
     }
+    more_in_the_log(
+        day,
+        day.unmapped_participants.len(),
+        UNMAPPED_SHOWN,
+        "unmapped participants",
+    );
     if !day.counts_add_up() {
         println!("  WARNING: the counts do not add up; report this as a bug");
+    }
+}
+
+/// Rows of a day shown on the terminal; every row is in the day's
+/// `status.csv` (a day of a million short chats with outside counterparties
+/// has a million unmapped participants).
+const FAILURES_SHOWN: usize = 100;
+const UNMAPPED_SHOWN: usize = 20;
+
+fn more_in_the_log(day: &DayStatus, rows: usize, shown: usize, what: &str) {
+    if rows > shown {
+        println!(
+            "  ... and {} more {what}: every row is in {}status.csv",
+            rows - shown,
+            chat_archive_core::layout::report_day_prefix(&day.connector, &day.day)
+        );
     }
 }
 
