@@ -5,15 +5,28 @@
 #   SFTP fetch (vs OpenSSH sftp), IMAP import (serial vs pipelined, mbsync),
 #   Lambda bootstrap sizes and init times (needs cargo-lambda).
 #
-# Usage: scripts/bench.sh [--quick]
+# Usage: scripts/bench.sh [--quick] [--only parse]
 #   --quick: small sizes (a minute or two), to check the benchmarks run.
+#   --only parse: parse and convert alone (against a bare quick-xml loop,
+#     xmllint --stream if installed, and callgrind's instructions per byte if
+#     valgrind is); needs neither root nor servers.
 # Needs root (sshd and Dovecot switch users) and scripts/install-test-deps.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 export PATH="${CHAT_ARCHIVE_VENV:-$here/.venv}/bin:$PATH"
 
-if [ "${1:-}" = "--quick" ]; then
+quick=false; only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=true ;;
+    --only) only="$2"; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if $quick; then
   core=(--size-mb 20 --big-mb 60 --messages 20000); sftp=(--size-mb 50 --runs 1)
   imap=(--messages 500 --rtt-ms 0,5); starts=5
 else
@@ -24,6 +37,14 @@ fi
 run() { cargo run --release -q --no-default-features -p integration-tests --bin "$@"; }
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$only" = parse ]; then
+  command -v xmllint >/dev/null || echo "xmllint not found: skipped (Debian: libxml2-utils)"
+  command -v valgrind >/dev/null || echo "valgrind not found: instructions per byte skipped"
+  run bench -- "${core[@]}" --only parse
+  exit 0
+elif [ -n "$only" ]; then
+  echo "--only takes parse" >&2; exit 2
+fi
 echo "== decrypt, parse/convert, end to end"
 run bench -- "${core[@]}"
 echo "== SFTP fetch vs OpenSSH sftp"

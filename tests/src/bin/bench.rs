@@ -2,11 +2,18 @@
 //! the same run on the same machine, printed as a table of ratios.
 //!
 //! ```text
-//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--only decrypt,parse,e2e]
+//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--callgrind-mb 5] [--only decrypt,parse,e2e]
 //! ```
 //!
 //! Every measured piece runs in a child process of its own, so its peak RSS
 //! (VmHWM) is its own and not the harness's.
+//!
+//! Parsing is measured against two peers over the same bytes: a bare
+//! quick-xml event loop (the ceiling of any reader built on quick-xml) and
+//! `xmllint --stream` (libxml2's streaming reader), when installed. Seconds
+//! are noisy on a shared machine, so the same children also run under
+//! callgrind, when valgrind is installed, on a small export: instructions
+//! per input byte do not depend on the load.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +22,7 @@ use std::time::Instant;
 use chat_archive_core::config::ConnectorConfig;
 use chat_archive_core::crypto::{self, DecryptKeys, SignaturePolicy};
 use chat_archive_core::events::FetchRequest;
-use chat_archive_core::formats::ice::IceReader;
+use chat_archive_core::formats::ice::{IceReader, ReadError};
 use chat_archive_core::mail::{build_mails, Lineage};
 use chat_archive_core::pipeline::Silent;
 use integration_tests::gpg::Gpg;
@@ -55,7 +62,13 @@ fn main() {
         }
     }
     if only.iter().any(|o| o == "parse") {
-        bench_parse(work.path(), flag("--size-mb", 200), &mut table);
+        let callgrind_mb = flag("--callgrind-mb", 5);
+        bench_parse(
+            work.path(),
+            flag("--size-mb", 200),
+            callgrind_mb,
+            &mut table,
+        );
     }
     if only.iter().any(|o| o == "e2e") {
         bench_end_to_end(flag("--messages", 1_000_000), &mut table);
@@ -141,6 +154,21 @@ fn child(args: &[String]) {
             });
             json!({"seconds": seconds, "bytes": result.plaintext_bytes})
         }
+        "quickxml" => {
+            let (events, seconds) = timed(|| bare_quick_xml(arg(1)));
+            json!({"seconds": seconds, "events": events})
+        }
+        // Every mail (and every read error) of each file, as bytes: the same
+        // inputs must give the same bytes before and after a change.
+        "mails" => {
+            let mut out = std::fs::File::create(arg(1)).expect("output");
+            for input in &args[2..] {
+                dump_mails(input, &mut out);
+            }
+            json!({"seconds": 0.0})
+        }
+        // Process start and report alone, subtracted from callgrind counts.
+        "noop" => json!({"seconds": 0.0}),
         "parse" | "convert" => {
             let convert = arg(0) == "convert";
             let config = ConnectorConfig::ice();
@@ -183,6 +211,60 @@ fn child(args: &[String]) {
     let mut report = report;
     report["peak_rss_mb"] = json!(peak_rss_mb());
     println!("{report}");
+}
+
+/// Writes what reading and converting `input` gives: each mail's sidecar and
+/// raw bytes, each error with its place and raw bytes.
+fn dump_mails(input: &str, out: &mut impl std::io::Write) {
+    let config = ConnectorConfig::ice();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+    let file = std::fs::File::open(input).expect("input");
+    let mut write = |bytes: &[u8]| out.write_all(bytes).expect("write");
+    for item in IceReader::new(std::io::BufReader::new(file), input) {
+        match item {
+            Ok(conversation) => {
+                write(format!("== {input}: {:?}\n", conversation.events).as_bytes());
+                match build_mails(&conversation, &config, &Lineage::default(), day) {
+                    Ok(mails) => {
+                        for mail in mails {
+                            write(format!("-- {:?}\n", mail.sidecar).as_bytes());
+                            write(&mail.raw);
+                        }
+                    }
+                    Err(e) => write(format!("!! mail error {e}\n").as_bytes()),
+                }
+            }
+            Err(ReadError::Conversation(bad)) => {
+                let head = format!(
+                    "!! {input}: {} {:?} {} {}\n",
+                    bad.error, bad.id, bad.line, bad.events
+                );
+                write(head.as_bytes());
+                write(&bad.raw);
+            }
+            Err(ReadError::File(e)) => write(format!("!! {input}: file {e}\n").as_bytes()),
+        }
+    }
+}
+
+/// The ceiling of a quick-xml reader: every event read into one reused
+/// buffer and counted, nothing else (no UTF-8 check, no copy, no decoding).
+fn bare_quick_xml(path: &str) -> u64 {
+    let file =
+        std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path).expect("input"));
+    let mut reader = quick_xml::Reader::from_reader(file);
+    let mut buf = Vec::new();
+    let mut events = 0u64;
+    loop {
+        match reader.read_event_into(&mut buf).expect("well-formed") {
+            quick_xml::events::Event::Eof => return events,
+            event => {
+                std::hint::black_box(&event);
+                events += 1;
+            }
+        }
+        buf.clear();
+    }
 }
 
 fn make_export(dir: &Path, size_mb: u64) -> (PathBuf, Shape) {
@@ -251,23 +333,38 @@ fn bench_decrypt(dir: &Path, size_mb: u64, table: &mut Table) {
     std::fs::remove_file(&encrypted).ok();
 }
 
-fn bench_parse(dir: &Path, size_mb: u64, table: &mut Table) {
+fn bench_parse(dir: &Path, size_mb: u64, callgrind_mb: u64, table: &mut Table) {
     println!("parse and convert: {size_mb} MB");
     let (plain, _) = make_export(dir, size_mb);
+    let path = plain.to_str().unwrap_or_default();
     let bytes = std::fs::metadata(&plain)
         .map(|m| m.len() as f64)
         .unwrap_or(0.0);
-    let parse = run_child(&["parse", plain.to_str().unwrap_or_default()]);
-    let convert = run_child(&["convert", plain.to_str().unwrap_or_default()]);
-    let rate = |r: &serde_json::Value| bytes / MB / r["seconds"].as_f64().unwrap_or(f64::NAN);
-    let (parse_rate, convert_rate) = (rate(&parse), rate(&convert));
+    let rate = |seconds: f64| bytes / MB / seconds;
+    let seconds = |r: &serde_json::Value| r["seconds"].as_f64().unwrap_or(f64::NAN);
+    let bare = run_child(&["quickxml", path]);
+    let parse = run_child(&["parse", path]);
+    let convert = run_child(&["convert", path]);
+    let xmllint = xmllint_seconds(&plain);
+    let (bare_rate, parse_rate) = (rate(seconds(&bare)), rate(seconds(&parse)));
+    let convert_rate = rate(seconds(&convert));
     table.row(
         "parse only",
         format!("{parse_rate:.0} MB/s"),
-        "-".into(),
-        "-".into(),
-        ">= 300 MB/s",
+        format!("bare quick-xml {bare_rate:.0} MB/s"),
+        format!("{:.2}x quick-xml", parse_rate / bare_rate),
+        ">= 300 MB/s, >= 0.8x quick-xml",
     );
+    match xmllint {
+        Some(lint) => table.row(
+            "parse only vs libxml2",
+            format!("{parse_rate:.0} MB/s"),
+            format!("xmllint --stream {:.0} MB/s", rate(lint)),
+            format!("{:.2}x xmllint", parse_rate / rate(lint)),
+            "-",
+        ),
+        None => println!("  xmllint not found: skipped (Debian: libxml2-utils)"),
+    }
     table.row(
         "convert to mail",
         format!("{convert_rate:.0} MB/s"),
@@ -287,6 +384,80 @@ fn bench_parse(dir: &Path, size_mb: u64, table: &mut Table) {
         "independent of size",
     );
     std::fs::remove_file(&plain).ok();
+    instructions_per_byte(dir, callgrind_mb, table);
+}
+
+/// Seconds of `xmllint --stream --noout` over the file, if it is installed.
+fn xmllint_seconds(file: &Path) -> Option<f64> {
+    let (status, seconds) = timed(|| {
+        Command::new("xmllint")
+            .args(["--stream", "--noout"])
+            .arg(file)
+            .status()
+    });
+    match status {
+        Ok(status) if status.success() => Some(seconds),
+        Ok(status) => panic!("xmllint failed on the export: {status}"),
+        Err(_) => None,
+    }
+}
+
+/// Instructions per input byte of the bare loop, parse-only and convert, by
+/// callgrind on a small export (process start subtracted).
+fn instructions_per_byte(dir: &Path, size_mb: u64, table: &mut Table) {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("  valgrind not found: instructions per byte skipped");
+        return;
+    }
+    println!("instructions per byte (callgrind): {size_mb} MB");
+    let (plain, _) = make_export(dir, size_mb);
+    let bytes = std::fs::metadata(&plain).map(|m| m.len()).unwrap_or(0) as f64;
+    let path = plain.to_str().unwrap_or_default();
+    let start = callgrind_instructions(dir, &["noop"]);
+    let per_byte = |child: &str| (callgrind_instructions(dir, &[child, path]) - start) / bytes;
+    let (bare, parse, convert) = (per_byte("quickxml"), per_byte("parse"), per_byte("convert"));
+    table.row(
+        "instructions per byte, parse only",
+        format!("{parse:.1}"),
+        format!("bare quick-xml {bare:.1}"),
+        format!("{:.2}x quick-xml", parse / bare),
+        "-",
+    );
+    table.row(
+        "instructions per byte, convert",
+        format!("{convert:.1}"),
+        format!("parse {parse:.1}"),
+        format!("{:.1}x parse", convert / parse),
+        "-",
+    );
+    std::fs::remove_file(&plain).ok();
+}
+
+/// Total instructions (`Ir`) of one child run under callgrind.
+fn callgrind_instructions(dir: &Path, args: &[&str]) -> f64 {
+    let out = dir.join("callgrind.out");
+    let exe = std::env::current_exe().expect("own path");
+    let status = Command::new("valgrind")
+        .args(["--tool=callgrind", "--dump-instr=no", "--quiet"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(exe)
+        .arg("child")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("valgrind runs");
+    assert!(status.success(), "callgrind {args:?} failed");
+    let report = std::fs::read_to_string(&out).expect("callgrind output");
+    std::fs::remove_file(&out).ok();
+    report
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("callgrind totals")
 }
 
 fn bench_end_to_end(messages: u64, table: &mut Table) {

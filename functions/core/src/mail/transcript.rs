@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 
 use super::Continuation;
 use crate::model::{ChatEvent, Conversation, EventKind};
@@ -63,7 +63,7 @@ impl<'a> Transcript<'a> {
                     ),
                 };
                 Line {
-                    time: event.time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    time: line_time(&event.time),
                     who: self.who(&event.im_id),
                     what: indent_continuations(what),
                     is_message,
@@ -180,6 +180,44 @@ impl<'a> Transcript<'a> {
         }
         out.push_str("</body></html>");
         out
+    }
+}
+
+/// The time of a transcript line, `YYYY-MM-DD HH:MM:SS UTC`: what chrono's
+/// `%Y-%m-%d %H:%M:%S UTC` gives, written digit by digit, because chrono reads
+/// its format string anew on every call, which cost a large share of
+/// rendering (each event's time is written twice, text and HTML). Years
+/// chrono does not pad to four digits, and leap seconds, are left to chrono.
+fn line_time(time: &DateTime<Utc>) -> String {
+    let year = time.year();
+    let leap_second = time.nanosecond() >= 1_000_000_000;
+    let Ok(year) = u32::try_from(year) else {
+        return time.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    };
+    if year > 9999 || leap_second {
+        return time.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    }
+    let mut out = String::with_capacity(23);
+    push_digits(&mut out, year, 4);
+    for (separator, value) in [
+        ('-', time.month()),
+        ('-', time.day()),
+        (' ', time.hour()),
+        (':', time.minute()),
+        (':', time.second()),
+    ] {
+        out.push(separator);
+        push_digits(&mut out, value, 2);
+    }
+    out.push_str(" UTC");
+    out
+}
+
+/// The last `width` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10u32.pow(place)) % 10;
+        out.push(char::from_digit(digit, 10).unwrap_or('0'));
     }
 }
 
@@ -361,6 +399,28 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("ev\\ne *** left"), "{body}");
+    }
+
+    #[test]
+    fn line_times_are_what_chrono_writes() {
+        use chrono::TimeZone;
+        let format = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 1_500))
+            .expect("valid")
+            .and_utc();
+        let times = [
+            Utc.with_ymd_and_hms(2026, 11, 20, 8, 1, 2).single(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single(),
+            Utc.with_ymd_and_hms(0, 12, 31, 23, 59, 59).single(),
+            Utc.with_ymd_and_hms(-1, 6, 5, 4, 3, 2).single(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).single(),
+            Some(leap),
+        ];
+        for time in times.into_iter().map(|t| t.expect("valid")) {
+            assert_eq!(line_time(&time), format(&time));
+        }
     }
 
     #[test]
