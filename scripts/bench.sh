@@ -5,11 +5,13 @@
 #   SFTP fetch (vs OpenSSH sftp), IMAP import (serial vs pipelined, mbsync),
 #   Lambda bootstrap sizes and init times (needs cargo-lambda).
 #
-# Usage: scripts/bench.sh [--quick] [--only parse]
+# Usage: scripts/bench.sh [--quick] [--only parse|short]
 #   --quick: small sizes (a minute or two), to check the benchmarks run.
 #   --only parse: parse and convert alone (against a bare quick-xml loop,
 #     xmllint --stream if installed, and callgrind's instructions per byte if
 #     valgrind is); needs neither root nor servers.
+#   --only short: a day of one-message conversations end to end (embedded
+#     store and Maildir): mails per second.
 # Needs root (sshd and Dovecot switch users) and scripts/install-test-deps.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,10 +29,10 @@ while [ $# -gt 0 ]; do
 done
 
 if $quick; then
-  core=(--size-mb 20 --big-mb 60 --messages 20000); sftp=(--size-mb 50 --runs 1)
+  core=(--size-mb 20 --big-mb 60 --messages 20000 --short-chats 20000); sftp=(--size-mb 50 --runs 1)
   imap=(--messages 500 --rtt-ms 0,5); starts=5
 else
-  core=(--size-mb 200 --big-mb 2048 --messages 1000000); sftp=(--size-mb 500 --runs 3)
+  core=(--size-mb 200 --big-mb 2048 --messages 1000000 --short-chats 200000); sftp=(--size-mb 500 --runs 3)
   imap=(--messages 5000 --rtt-ms 0,5); starts=30
 fi
 
@@ -42,8 +44,11 @@ if [ "$only" = parse ]; then
   command -v valgrind >/dev/null || echo "valgrind not found: instructions per byte skipped"
   run bench -- "${core[@]}" --only parse
   exit 0
+elif [ "$only" = short ]; then
+  run bench -- "${core[@]}" --only short
+  exit 0
 elif [ -n "$only" ]; then
-  echo "--only takes parse" >&2; exit 2
+  echo "--only takes parse or short" >&2; exit 2
 fi
 echo "== decrypt, parse/convert, end to end"
 run bench -- "${core[@]}"

@@ -2,7 +2,7 @@
 //! the same run on the same machine, printed as a table of ratios.
 //!
 //! ```text
-//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--callgrind-mb 5] [--only decrypt,parse,e2e]
+//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--callgrind-mb 5] [--short-chats 200000] [--only decrypt,parse,e2e,short]
 //! ```
 //!
 //! Every measured piece runs in a child process of its own, so its peak RSS
@@ -72,6 +72,9 @@ fn main() {
     }
     if only.iter().any(|o| o == "e2e") {
         bench_end_to_end(flag("--messages", 1_000_000), &mut table);
+    }
+    if only.iter().any(|o| o == "e2e" || o == "short") {
+        bench_short_chats(flag("--short-chats", 200_000), &mut table);
     }
     table.print();
 }
@@ -458,6 +461,40 @@ fn callgrind_instructions(dir: &Path, args: &[&str]) -> f64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("callgrind totals")
+}
+
+/// The same pipeline on a day of one-message conversations (most chats are
+/// short): every mail is its own set of objects, records and files, so
+/// this measures the per-mail cost of the store and the Maildir, next to
+/// the same number of messages in large conversations above.
+fn bench_short_chats(conversations: u64, table: &mut Table) {
+    println!("end to end: {conversations} one-message conversations");
+    let firm = Firm::new(
+        &[synth::participant_email(0).as_str()],
+        SignaturePolicy::Required,
+    );
+    let shape = Shape {
+        conversations,
+        messages_per_conversation: 1,
+        participants_per_conversation: 2,
+        message_bytes: 80,
+    };
+    let mut xml = Vec::new();
+    synth::write_export(&mut xml, &shape, "2026-11-20", 1).expect("export");
+    firm.drop_export("ACME_2026-11-20.xml.pgp", &xml, true);
+    drop(xml);
+    let report = run_child(&["e2e", firm.layout.data_dir.to_str().unwrap_or_default()]);
+    let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+    table.row(
+        &format!("end to end {conversations} one-message conversations"),
+        format!(
+            "{:.0} mails/s, {seconds:.1} s",
+            conversations as f64 / seconds
+        ),
+        "-".into(),
+        "-".into(),
+        ">= 2,000 mails/s",
+    );
 }
 
 fn bench_end_to_end(messages: u64, table: &mut Table) {
