@@ -484,6 +484,20 @@ sm.create_secret(Name="chat-archive/ice", SecretString=json.dumps({"firm_code": 
     );
     // Nothing was written to the data directory's own store.
     assert!(!firm.layout.store().join("config/ice/mapping.csv").exists());
+    // A mistyped SDK limit is refused, naming the variable, before any call.
+    let mistyped = Command::new(env!("CARGO_BIN_EXE_chat-archive-cli"))
+        .arg("--data-dir")
+        .arg(&firm.layout.data_dir)
+        .args(["mapping", "show", "--bucket", "archive"])
+        .envs(moto.env())
+        .env("SDK_ATTEMPT_TIMEOUT_SECS", "60s")
+        .output()
+        .expect("chat-archive runs");
+    let said = String::from_utf8_lossy(&mistyped.stderr);
+    assert!(
+        !mistyped.status.success() && said.contains("SDK_ATTEMPT_TIMEOUT_SECS"),
+        "{mistyped:?}"
+    );
     let show = aws(&["mapping", "show", "--bucket", "archive", "--json"], "");
     assert!(show.status.success(), "{show:?}");
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("JSON");

@@ -133,7 +133,7 @@ async fn mapping_store(
     let pipeline = Pipeline::local(layout)?;
     let key = mapping_key(&pipeline, connector)?;
     let store: Arc<dyn ObjectStore> = match bucket {
-        Some(bucket) => Arc::new(aws::bucket_store(bucket, &SdkOptions::from_env()).await),
+        Some(bucket) => Arc::new(aws::bucket_store(bucket, &SdkOptions::from_env()?).await),
         None => pipeline.ctx.store.clone(),
     };
     Ok((store, key))
@@ -154,7 +154,7 @@ async fn secret_store(
         .map_or(connector, |c| c.secret_name())
         .to_string();
     let store: Arc<dyn SecretStore> = match secret_id {
-        Some(id) => Arc::new(aws::secret_store(&name, id, &SdkOptions::from_env()).await),
+        Some(id) => Arc::new(aws::secret_store(&name, id, &SdkOptions::from_env()?).await),
         None => pipeline.secrets,
     };
     Ok((store, name))

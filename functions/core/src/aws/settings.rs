@@ -95,19 +95,19 @@ impl SdkOptions {
     /// The default chain (credentials, region), and one endpoint for every
     /// service when `AWS_ENDPOINT_URL` names a stand-in: what the operator's
     /// commands use against a deployed archive.
-    pub fn from_env() -> Self {
+    pub fn from_env() -> Result<Self> {
         let endpoint_url = std::env::var("AWS_ENDPOINT_URL")
             .ok()
             .filter(|v| !v.trim().is_empty());
         let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        Self {
+        Ok(Self {
             force_path_style: endpoint_url.is_some(),
             endpoint_url,
-            // A mistyped limit falls back to the defaults here: the
-            // operator's commands print their own errors for the rest.
-            timeouts: SdkTimeouts::from_lookup(&lookup).unwrap_or_default(),
+            // A mistyped limit is refused, as on Lambda: a silent default
+            // would hide the typo until a call hangs for minutes.
+            timeouts: SdkTimeouts::from_lookup(&lookup)?,
             ..Self::default()
-        }
+        })
     }
 }
 
