@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::ports::{Delivery, DeliveryOutcome, MailboxSink};
+use crate::ports::{outcome_in_batch, Delivery, DeliveryOutcome, MailboxSink};
 
 #[derive(Debug)]
 pub struct MaildirSink {
@@ -263,11 +263,7 @@ impl MailboxSink for MaildirSink {
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for group in deliveries.chunks(WRITES_IN_FLIGHT) {
             for result in self.deliver_group(group) {
-                outcomes.push(match result {
-                    Ok(outcome) => outcome,
-                    Err(e @ Error::Mailbox { .. }) => DeliveryOutcome::Refused(e.to_string()),
-                    Err(other) => return Err(other),
-                });
+                outcomes.push(outcome_in_batch(result)?);
             }
         }
         Ok(outcomes)

@@ -53,12 +53,17 @@ pub trait MailboxSink: Send + Sync {
     async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Result<Vec<DeliveryOutcome>> {
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            outcomes.push(match self.deliver(delivery).await {
-                Ok(outcome) => outcome,
-                Err(e @ Error::Mailbox { .. }) => DeliveryOutcome::Refused(e.to_string()),
-                Err(other) => return Err(other),
-            });
+            outcomes.push(outcome_in_batch(self.deliver(delivery).await)?);
         }
         Ok(outcomes)
+    }
+}
+
+/// What one delivery's result means for its batch: a mailbox error refuses
+/// this message alone (the rest goes on); any other error aborts the batch.
+pub fn outcome_in_batch(result: Result<DeliveryOutcome>) -> Result<DeliveryOutcome> {
+    match result {
+        Err(e @ Error::Mailbox { .. }) => Ok(DeliveryOutcome::Refused(e.to_string())),
+        other => other,
     }
 }
