@@ -60,12 +60,23 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<bool>;
 
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        self.get_bytes_within(key, u64::MAX)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("{key}: larger than any size")))
+    }
+
+    /// The whole body when it is at most `limit` bytes, else `None` with
+    /// nothing read (a reader ahead of its work keeps only small objects).
+    async fn get_bytes_within(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         let (mut body, info) = self.get(key).await?;
+        if info.size > limit {
+            return Ok(None);
+        }
         let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
         body.read_to_end(&mut bytes)
             .await
             .map_err(|e| Error::store(key, e))?;
-        Ok(bytes)
+        Ok(Some(bytes))
     }
 
     async fn put_bytes(

@@ -52,6 +52,9 @@ const BATCH_BYTES: usize = 32 << 20;
 /// Store reads and status writes in flight at once: a batch of short chats
 /// is mostly round trips to the store.
 const STORE_CALLS_IN_FLIGHT: usize = 16;
+/// Mails up to this size are read ahead; a larger one is read when its
+/// turn comes, so what is read ahead stays small whatever the mails' size.
+const READ_AHEAD_MAIL_BYTES: u64 = 1 << 20;
 
 /// One mail of a batch, loaded and mapped.
 struct Loaded {
@@ -84,6 +87,10 @@ pub async fn run_batch(
     let mut reads = futures_util::stream::iter(reads).buffered(STORE_CALLS_IN_FLIGHT);
     while let Some(read) = reads.next().await {
         let (sidecar, raw) = read?;
+        let raw = match raw {
+            Some(raw) => raw,
+            None => ctx.store.get_bytes(&mail_key(&sidecar)).await?,
+        };
         let loaded = map(mapper, sidecar, raw).await?;
         bytes += loaded.raw.len() * loaded.mailboxes.len().max(1);
         chunk.push(loaded);
@@ -98,16 +105,23 @@ pub async fn run_batch(
     Ok(records)
 }
 
-/// A sidecar and the mail it names.
-async fn read(ctx: &Context, sidecar_key: &str) -> Result<(MailSidecar, Vec<u8>)> {
+/// A sidecar and the mail it names, when that is small enough to read ahead.
+async fn read(ctx: &Context, sidecar_key: &str) -> Result<(MailSidecar, Option<Vec<u8>>)> {
     let sidecar: MailSidecar = serde_json::from_slice(&ctx.store.get_bytes(sidecar_key).await?)
         .map_err(|e| Error::store(sidecar_key, format!("not a mail sidecar: {e}")))?;
-    let day = sidecar.day.to_string();
     let raw = ctx
         .store
-        .get_bytes(&layout::mail(&sidecar.connector, &day, &sidecar.item_id))
+        .get_bytes_within(&mail_key(&sidecar), READ_AHEAD_MAIL_BYTES)
         .await?;
     Ok((sidecar, raw))
+}
+
+fn mail_key(sidecar: &MailSidecar) -> String {
+    layout::mail(
+        &sidecar.connector,
+        &sidecar.day.to_string(),
+        &sidecar.item_id,
+    )
 }
 
 async fn map(mapper: &mut Mapper<'_>, sidecar: MailSidecar, raw: Vec<u8>) -> Result<Loaded> {
@@ -240,7 +254,7 @@ async fn fit_to_limit(ctx: &Context, sink: &dyn MailboxSink, mail: &mut Loaded) 
     let Some(reduced) = oversize::keep_attachments_in_archive(&mail.raw, limit, key_for) else {
         return Ok(());
     };
-    let mail_key = layout::mail(&side.connector, &day, &side.item_id);
+    let mail_key = mail_key(side);
     for file in &reduced.kept {
         // Named by digest: present means written whole by an earlier run.
         if ctx.store.head(&file.key).await?.is_some() {
