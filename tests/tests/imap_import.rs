@@ -277,7 +277,7 @@ async fn an_unknown_user_is_not_a_valid_mailbox_and_its_item_fails() {
         mailbox,
         folder: "ICE Chat",
         message_id: "direct-1@test",
-        raw,
+        raw: raw.as_slice().into(),
         internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
         flags: &flags,
     };
@@ -376,7 +376,9 @@ async fn a_wrong_master_password_fails_clearly_without_printing_it() {
         mailbox: JDOE,
         folder: "ICE Chat",
         message_id: "log-1@test",
-        raw: b"Message-ID: <log-1@test>\r\nSubject: log\r\n\r\nbody\r\n",
+        raw: b"Message-ID: <log-1@test>\r\nSubject: log\r\n\r\nbody\r\n"
+            .as_slice()
+            .into(),
         internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
         flags: &flags,
     };
@@ -609,7 +611,7 @@ async fn concurrent_invocations_and_left_over_copies_end_with_one_copy() {
             mailbox: JDOE,
             folder: "ICE Chat",
             message_id: id,
-            raw,
+            raw: raw.into(),
             internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
             flags: &flags,
         })
@@ -744,7 +746,7 @@ async fn folders_follow_the_servers_namespace_and_delimiter() {
                 mailbox: JDOE,
                 folder: "ICE Chat",
                 message_id: &id_a,
-                raw: &raw_a,
+                raw: (&raw_a).into(),
                 internal_date: at,
                 flags: &flags,
             },
@@ -752,7 +754,7 @@ async fn folders_follow_the_servers_namespace_and_delimiter() {
                 mailbox: JDOE,
                 folder: "Inbox/XIP",
                 message_id: &id_b,
-                raw: &raw_b,
+                raw: (&raw_b).into(),
                 internal_date: at,
                 flags: &flags,
             },
@@ -824,7 +826,7 @@ async fn xoauth2_bearer_tokens_open_mailboxes_and_a_bad_token_fails_clearly() {
         mailbox: JDOE,
         folder: "ICE Chat",
         message_id: &id,
-        raw: &raw,
+        raw: (&raw).into(),
         internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
         flags: &flags,
     };

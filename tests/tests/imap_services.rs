@@ -87,7 +87,7 @@ async fn deliver(sink: &ImapSink, mailbox: &str, i: usize) -> Result<DeliveryOut
         mailbox,
         folder: "ICE Chat",
         message_id: &id,
-        raw: &raw,
+        raw: (&raw).into(),
         internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
         flags: &flags,
     })
@@ -379,7 +379,7 @@ async fn a_throttling_answer_pauses_then_every_mail_lands_exactly_once() {
             mailbox: if i % 2 == 0 { JDOE } else { ASMITH },
             folder: "ICE Chat",
             message_id: id,
-            raw,
+            raw: raw.into(),
             internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
             flags: &flags,
         })

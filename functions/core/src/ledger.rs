@@ -82,7 +82,7 @@ fn digest(conversation_id: &str, event: &ChatEvent) -> String {
         EventKind::FileTransfer(file) => {
             field(b"file");
             field(file.file_name.as_bytes());
-            field(&Sha256::digest(&file.content));
+            field(&file.content.sha256());
         }
         // Not yet resolved: a file that turns up later is a new event (a
         // continuation brings it), never lost behind this one.

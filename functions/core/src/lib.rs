@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod ports;
 pub mod retry;
 pub mod rsmf;
+pub mod spool;
 pub mod stages;
 pub mod status;
 pub mod status_page;

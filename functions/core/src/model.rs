@@ -3,8 +3,13 @@
 //! A parser turns its input into [`Conversation`]s; the mail builder turns a
 //! conversation (or one day / one message of it) into an RFC 5322 message.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub use crate::spool::Content;
+use crate::spool::Spool;
 
 /// One participant of a conversation, as the source names them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,12 +23,13 @@ pub struct Participant {
     pub email: Option<String>,
 }
 
-/// A file sent in the conversation. The content is kept whole: no size limit.
+/// A file sent in the conversation. The content is kept whole: no size
+/// limit (a large one waits in a spool, not in memory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileTransfer {
     pub file_name: String,
     pub content_type: Option<String>,
-    pub content: Vec<u8>,
+    pub content: Content,
 }
 
 /// A file an event names by id, delivered apart from the export.
@@ -91,6 +97,9 @@ pub struct Conversation {
     /// The conversation's own XML, as read, attached to every mail built from
     /// it so that conversion loses nothing (unknown elements included).
     pub original_xml: Vec<u8>,
+    /// Runs of text too long to hold, cut out of `original_xml`: each spool's
+    /// bytes belong at its offset there (see [`crate::spool::write_filled`]).
+    pub original_spilled: Vec<(usize, Arc<Spool>)>,
     /// What `original_xml` holds, which names its attachment.
     pub original_format: OriginalFormat,
     /// 1-based line of the conversation's start tag in its source file.

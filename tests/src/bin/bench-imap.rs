@@ -65,7 +65,7 @@ async fn run(mailbox: &str, config: ImapConfig, mails: &[(String, Vec<u8>)]) -> 
             mailbox,
             folder: "ICE Chat",
             message_id: id,
-            raw,
+            raw: raw.into(),
             internal_date: at,
             flags: &flags,
         })

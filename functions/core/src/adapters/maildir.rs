@@ -191,7 +191,6 @@ fn maildir_flags(flags: &[String]) -> String {
 }
 
 fn write_message(folder: &Path, unique: &str, delivery: &Delivery<'_>) -> std::io::Result<()> {
-    use std::io::Write;
     for sub in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(folder.join(sub))?;
     }
@@ -215,7 +214,7 @@ fn write_message(folder: &Path, unique: &str, delivery: &Delivery<'_>) -> std::i
     ));
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(delivery.raw)?;
+        delivery.raw.write_to(&mut file)?;
         file.set_modified(delivery.internal_date.into())?;
         file.sync_all()?;
         let name = format!("{unique}:2,{}", maildir_flags(delivery.flags));
@@ -287,7 +286,7 @@ mod tests {
             mailbox: "alice@acme.example",
             folder: "ICE Chat",
             message_id: "abc@ice-chat",
-            raw: b"Subject: x\r\n\r\nbody\r\n",
+            raw: b"Subject: x\r\n\r\nbody\r\n".as_slice().into(),
             internal_date: Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap(),
             flags: &flags,
         };

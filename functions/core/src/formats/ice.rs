@@ -12,9 +12,9 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read};
+use std::sync::Arc;
 
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::GeneralPurpose;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use quick_xml::events::attributes::AttrError;
@@ -22,8 +22,10 @@ use quick_xml::events::{BytesDecl, BytesRef, BytesStart, Event};
 use quick_xml::Reader;
 
 use super::filedump::{self, DumpEvent, Record};
+use super::spill::SpillingReader;
 use crate::error::{InputError, Place};
 use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
+use crate::spool::{Content, Spool};
 
 /// Name of the root element of an ICE Chat export.
 pub const ROOT: &str = "IceChatExport";
@@ -39,10 +41,7 @@ const DOCTYPE_REFUSED: &str = "DOCTYPE is not allowed (entity expansion / extern
 
 /// Exporters differ on padding and wrap lines, so padding is optional and
 /// whitespace is stripped before decoding (see [`decode_base64`]).
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+const BASE64: GeneralPurpose = crate::spool::EXPORT_BASE64;
 
 /// The vocabulary of an export, told by its root element.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,7 +136,15 @@ impl From<ReadError> for crate::Error {
 /// [`ReadError::File`] the iterator yields `None` (it is fused), and what was
 /// read before it has been handed out.
 pub struct IceReader<R: BufRead> {
-    xml: Reader<Recorder<R>>,
+    xml: Reader<Recorder<SpillingReader<R>>>,
+    /// The target of the spill markers in the stream (see [`super::spill`]).
+    spill_target: String,
+    /// Runs of text spilled inside the current conversation: where their
+    /// marker starts and ends, and the spool.
+    spilled: Vec<(u64, u64, Arc<Spool>)>,
+    /// Where each marker so far ends and how many lines the runs up to it
+    /// held: positions after a spill still name the right line.
+    spilled_lines: Vec<(u64, u64)>,
     file: String,
     header: Option<ExportHeader>,
     phase: Phase,
@@ -174,8 +181,17 @@ enum Phase {
 impl<R: BufRead> IceReader<R> {
     /// `file` names the input in errors (e.g. the object key).
     pub fn new(reader: R, file: impl Into<String>) -> Self {
+        Self::with_spill_limit(reader, file, super::spill::SPILL_AT)
+    }
+
+    /// Spills runs of text longer than `limit` (tests use small ones).
+    pub fn with_spill_limit(reader: R, file: impl Into<String>, limit: usize) -> Self {
+        let spilling = SpillingReader::with_limit(reader, limit);
         Self {
-            xml: Reader::from_reader(Recorder::new(reader)),
+            spill_target: spilling.marker_target().to_string(),
+            spilled: Vec::new(),
+            spilled_lines: Vec::new(),
+            xml: Reader::from_reader(Recorder::new(spilling)),
             file: file.into(),
             header: None,
             phase: Phase::Prolog,
@@ -226,7 +242,7 @@ impl<R: BufRead> IceReader<R> {
                 Ev::End if self.wrappers > 0 => self.wrappers -= 1,
                 Ev::End => self.phase = Phase::Epilogue,
                 Ev::Eof => return Err(ReadError::File(self.eof_error(at))),
-                Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
+                Ev::Empty(_) | Ev::Text(_) | Ev::Spilled(_) | Ev::Other => {}
             }
         }
         Ok(None)
@@ -257,7 +273,7 @@ impl<R: BufRead> IceReader<R> {
                 Ev::Start(tag) => return this.open_root(&tag, at, false),
                 Ev::Empty(tag) => return this.open_root(&tag, at, true),
                 Ev::Text(text) if is_blank(&text) => {}
-                Ev::Text(_) | Ev::End => {
+                Ev::Text(_) | Ev::Spilled(_) | Ev::End => {
                     let reason = format!("content before the root element; expected <{ROOT}>");
                     return Err(this.error_at(at, reason));
                 }
@@ -313,7 +329,7 @@ impl<R: BufRead> IceReader<R> {
                 Ev::Eof => return Ok(()),
                 Ev::Text(text) if is_blank(&text) => {}
                 Ev::Other => {}
-                Ev::Start(_) | Ev::Empty(_) | Ev::End | Ev::Text(_) => {
+                Ev::Start(_) | Ev::Empty(_) | Ev::End | Ev::Text(_) | Ev::Spilled(_) => {
                     let reason = format!("content after the end of <{ROOT}>");
                     return Err(this.error_at(at, reason));
                 }
@@ -336,6 +352,7 @@ impl<R: BufRead> IceReader<R> {
             .ok()
             .and_then(|a| a.get_owned("Id"));
         self.current = Some((id.clone().unwrap_or_default(), line));
+        self.spilled.clear();
         let result = self.conversation(tag, at, empty);
         let result = match result {
             Ok(conversation) => Ok(conversation),
@@ -346,7 +363,31 @@ impl<R: BufRead> IceReader<R> {
             }
         };
         self.current = None;
+        self.spilled.clear();
         result
+    }
+
+    /// The conversation's bytes between two offsets, each spilled run cut
+    /// out of them and named with its place instead.
+    fn original(&self, from: u64, to: u64) -> (Vec<u8>, Vec<(usize, Arc<Spool>)>) {
+        let recorder = self.xml.get_ref();
+        let mut bytes = Vec::new();
+        let mut holes = Vec::new();
+        let mut at = from;
+        for (start, end, spool) in self.spilled.iter().filter(|s| s.0 >= from && s.1 <= to) {
+            bytes.extend_from_slice(recorder.slice(at, *start));
+            holes.push((bytes.len(), spool.clone()));
+            at = *end;
+        }
+        bytes.extend_from_slice(recorder.slice(at, to));
+        (bytes, holes)
+    }
+
+    /// The same, whole in memory (a bad conversation goes to quarantine as
+    /// one object).
+    fn original_in_memory(&self, from: u64, to: u64) -> Vec<u8> {
+        let (bytes, holes) = self.original(from, to);
+        crate::spool::fill_holes(&bytes, &holes).unwrap_or(bytes)
     }
 
     /// Skips the rest of a bad conversation, up to its end tag, keeping its
@@ -372,7 +413,7 @@ impl<R: BufRead> IceReader<R> {
         });
         skipped?;
         let end = self.xml.buffer_position();
-        let raw = self.xml.get_ref().slice(at, end).to_vec();
+        let raw = self.original_in_memory(at, end);
         Err(ReadError::Conversation(Box::new(BadConversation {
             events: count_event_tags(&raw),
             error,
@@ -398,7 +439,7 @@ impl<R: BufRead> IceReader<R> {
             self.conversation_body(&mut conv, true)?;
         }
         let end = self.xml.buffer_position();
-        conv.original_xml = self.xml.get_ref().slice(at, end).to_vec();
+        (conv.original_xml, conv.original_spilled) = self.original(at, end);
         Ok(conv)
     }
 
@@ -424,6 +465,7 @@ impl<R: BufRead> IceReader<R> {
             participants: Vec::new(),
             events: Vec::new(),
             original_xml: Vec::new(),
+            original_spilled: Vec::new(),
             original_format: crate::model::OriginalFormat::FileDumpXml,
             line,
         };
@@ -434,7 +476,7 @@ impl<R: BufRead> IceReader<R> {
             return Err(self.error_at(at, "<Conversation> has no RoomID"));
         }
         let end = self.xml.buffer_position();
-        conv.original_xml = self.xml.get_ref().slice(at, end).to_vec();
+        (conv.original_xml, conv.original_spilled) = self.original(at, end);
         Ok(conv)
     }
 
@@ -453,7 +495,7 @@ impl<R: BufRead> IceReader<R> {
                 },
                 Ev::End => return Ok(()),
                 Ev::Eof => return Err(this.eof_error(at)),
-                Ev::Text(_) | Ev::Other => continue,
+                Ev::Text(_) | Ev::Spilled(_) | Ev::Other => continue,
             };
             let name = tag.name();
             if let Some(kind) = DumpEvent::from_tag(name.as_ref()) {
@@ -515,7 +557,7 @@ impl<R: BufRead> IceReader<R> {
                     }
                     Ev::End => return Ok(record),
                     Ev::Eof => return Err(this.eof_error(at)),
-                    Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
+                    Ev::Empty(_) | Ev::Text(_) | Ev::Spilled(_) | Ev::Other => {}
                 }
             }
         })
@@ -546,6 +588,7 @@ impl<R: BufRead> IceReader<R> {
             participants: Vec::new(),
             events: Vec::new(),
             original_xml: Vec::new(),
+            original_spilled: Vec::new(),
             original_format: crate::model::OriginalFormat::IceXml,
             line,
         })
@@ -566,7 +609,7 @@ impl<R: BufRead> IceReader<R> {
                 Ev::Empty(tag) => this.conversation_child(conv, &tag, at, true, containers)?,
                 Ev::End => return Ok(()),
                 Ev::Eof => return Err(this.eof_error(at)),
-                Ev::Text(_) | Ev::Other => {}
+                Ev::Text(_) | Ev::Spilled(_) | Ev::Other => {}
             }
         })
     }
@@ -604,7 +647,7 @@ impl<R: BufRead> IceReader<R> {
                 Ev::Empty(tag) => this.participant(conv, &tag, at)?,
                 Ev::End => return Ok(()),
                 Ev::Eof => return Err(this.eof_error(at)),
-                Ev::Text(_) | Ev::Other => {}
+                Ev::Text(_) | Ev::Spilled(_) | Ev::Other => {}
             }
         })
     }
@@ -655,10 +698,11 @@ impl<R: BufRead> IceReader<R> {
             },
             None => return Err(self.error_at(at, format!("{} has no Timestamp", label()))),
         };
-        let text = if empty {
-            String::new()
+        let is_file = kind == EventName::FileTransfer;
+        let (text, spool) = if empty {
+            (String::new(), None)
         } else {
-            self.element_text()?
+            self.element_content(is_file)?
         };
         let im_id = attrs.get_owned("ImId").unwrap_or_default();
         self.roster.note_participants(conv, &im_id, &attrs);
@@ -668,7 +712,7 @@ impl<R: BufRead> IceReader<R> {
             EventName::Left => EventKind::Left,
             EventName::Disclaimer => EventKind::Disclaimer { text },
             EventName::FileTransfer => {
-                EventKind::FileTransfer(self.file_transfer(&attrs, &text, &label(), at)?)
+                EventKind::FileTransfer(self.file_transfer(&attrs, &text, spool, &label(), at)?)
             }
         };
         Ok(ChatEvent {
@@ -683,11 +727,17 @@ impl<R: BufRead> IceReader<R> {
         &self,
         attrs: &Attrs,
         text: &str,
+        spool: Option<Arc<Spool>>,
         label: &str,
         at: u64,
     ) -> Result<FileTransfer, InputError> {
-        let content = decode_base64(text)
-            .map_err(|e| self.error_at(at, format!("{label}: content is not valid base64: {e}")))?;
+        let content = match spool {
+            Some(spool) => Content::from_base64_spool(spool)
+                .map_err(|e| self.error_at(at, format!("{label}: {e}")))?,
+            None => Content::Bytes(decode_base64(text).map_err(|e| {
+                self.error_at(at, format!("{label}: content is not valid base64: {e}"))
+            })?),
+        };
         if let Some(size) = attrs.get("Size") {
             self.check_size(size, content.len(), label, at)?;
         }
@@ -703,18 +753,12 @@ impl<R: BufRead> IceReader<R> {
         })
     }
 
-    fn check_size(
-        &self,
-        size: &str,
-        actual: usize,
-        label: &str,
-        at: u64,
-    ) -> Result<(), InputError> {
+    fn check_size(&self, size: &str, actual: u64, label: &str, at: u64) -> Result<(), InputError> {
         let Ok(expected) = size.parse::<u64>() else {
             let reason = format!("{label}: Size {size:?} is not a whole number of bytes");
             return Err(self.error_at(at, reason));
         };
-        if u64::try_from(actual).ok() != Some(expected) {
+        if actual != expected {
             let reason =
                 format!("{label}: Size says {expected} bytes but the content decodes to {actual}");
             return Err(self.error_at(at, reason));
@@ -726,28 +770,69 @@ impl<R: BufRead> IceReader<R> {
     /// references), up to its end tag. Child elements are skipped: their
     /// content survives only in `original_xml`.
     fn element_text(&mut self) -> Result<String, InputError> {
+        self.element_content(false).map(|(text, _)| text)
+    }
+
+    /// The same, except that text which is one spilled run (blanks aside)
+    /// stays in its spool when `keep_spool`: a file's base64 is decoded from
+    /// there, never held whole.
+    fn element_content(
+        &mut self,
+        keep_spool: bool,
+    ) -> Result<(String, Option<Arc<Spool>>), InputError> {
         let mut joined = std::mem::take(&mut self.scratch);
         joined.clear();
-        let text = self.with_buf(|this, buf| {
+        let content = self.with_buf(|this, buf| {
             let mut text = Pieces {
                 owned: None,
                 joined: &mut joined,
             };
+            // The spool kept, its marker's place, and the text before it.
+            let mut kept: Option<(Arc<Spool>, u64, usize)> = None;
             loop {
                 let (ev, at) = this.next_event(buf)?;
                 match ev {
                     Ev::Text(piece) => text.push(piece),
+                    Ev::Spilled(spool) if keep_spool && kept.is_none() => {
+                        kept = Some((spool, at, text.len()));
+                    }
+                    Ev::Spilled(spool) => text.push(Cow::Owned(this.spilled_text(&spool, at)?)),
                     Ev::Start(_) => this.skip_element()?,
-                    Ev::End => return Ok(text.into_string()),
+                    Ev::End => break,
                     Ev::Eof => return Err(this.eof_error(at)),
                     Ev::Empty(_) | Ev::Other => {}
                 }
+            }
+            let mut text = text.into_string();
+            match kept {
+                Some((spool, _, _)) if is_blank(&text) => Ok((String::new(), Some(spool))),
+                // Text beside the run: the whole is text after all.
+                Some((spool, at, before)) => {
+                    text.insert_str(before, &this.spilled_text(&spool, at)?);
+                    Ok((text, None))
+                }
+                None => Ok((text, None)),
             }
         });
         if joined.capacity() <= MAX_KEPT_BUFFER {
             self.scratch = joined;
         }
-        text
+        content
+    }
+
+    /// A spilled run read back as text (for a message, not a file): its
+    /// references resolved, its UTF-8 checked.
+    fn spilled_text(&self, spool: &Spool, at: u64) -> Result<String, InputError> {
+        let raw = spool
+            .read_all()
+            .map_err(|e| self.error_at(at, format!("reading spilled text: {e}")))?;
+        let raw = String::from_utf8(raw)
+            .map_err(|e| self.error_at(at, format!("invalid UTF-8 in text: {e}")))?;
+        match quick_xml::escape::unescape(&raw) {
+            Ok(Cow::Borrowed(_)) => Ok(raw),
+            Ok(Cow::Owned(text)) => Ok(text),
+            Err(e) => Err(self.error_at(at, format!("malformed XML: {e}"))),
+        }
     }
 
     /// Skips to the end tag of an element whose start tag was just read.
@@ -761,7 +846,7 @@ impl<R: BufRead> IceReader<R> {
                     Ev::Start(_) => depth += 1,
                     Ev::End => depth -= 1,
                     Ev::Eof => return Err(this.eof_error(at)),
-                    Ev::Empty(_) | Ev::Text(_) | Ev::Other => {}
+                    Ev::Empty(_) | Ev::Text(_) | Ev::Spilled(_) | Ev::Other => {}
                 }
             }
             Ok(())
@@ -809,9 +894,32 @@ impl<R: BufRead> IceReader<R> {
             Event::Decl(decl) => check_declared_encoding(&decl)
                 .map(|()| Ev::Other)
                 .map_err(|reason| self.error_at(at, reason)),
+            Event::PI(pi) if pi.target() == self.spill_target.as_bytes() => {
+                Ok(self.spilled_run(&pi, at))
+            }
             Event::Comment(_) | Event::PI(_) => Ok(Ev::Other),
             Event::Eof => Ok(Ev::Eof),
         }
+    }
+
+    /// A marker of a spilled run: its spool, remembered for the
+    /// conversation's original bytes and its lines for later positions.
+    fn spilled_run<'b>(&mut self, pi: &quick_xml::events::BytesPI<'_>, at: u64) -> Ev<'b> {
+        let index = std::str::from_utf8(pi.content())
+            .ok()
+            .and_then(|c| c.rsplit(' ').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let end = self.xml.buffer_position();
+        let Some((spool, lines)) = index.and_then(|i| self.xml.get_mut().inner.take_spill(i))
+        else {
+            return Ev::Other;
+        };
+        let before = self.spilled_lines.last().map_or(0, |l| l.1);
+        self.spilled_lines.push((end, before + lines));
+        if self.current.is_some() {
+            self.spilled.push((at, end, spool.clone()));
+        }
+        Ev::Spilled(spool)
     }
 
     fn text<'b>(
@@ -950,7 +1058,12 @@ impl<R: BufRead> IceReader<R> {
     }
 
     fn line_column(&self, position: u64) -> (u64, u64) {
-        self.xml.get_ref().line_column(position)
+        let (line, column) = self.xml.get_ref().line_column(position);
+        let spilled = self.spilled_lines.partition_point(|l| l.0 <= position);
+        let extra = spilled
+            .checked_sub(1)
+            .map_or(0, |i| self.spilled_lines[i].1);
+        (line + extra, column)
     }
 }
 
@@ -987,6 +1100,8 @@ enum Ev<'b> {
     Text(Cow<'b, str>),
     /// Declaration, comment, processing instruction.
     Other,
+    /// A run of text too long to hold, in its spool (raw, as in the file).
+    Spilled(Arc<Spool>),
     Eof,
 }
 
@@ -1043,6 +1158,10 @@ impl Pieces<'_> {
                 self.joined.push_str(&piece);
             }
         }
+    }
+
+    fn len(&self) -> usize {
+        self.owned.as_ref().map_or(self.joined.len(), String::len)
     }
 
     fn into_string(self) -> String {
@@ -1821,8 +1940,8 @@ mod tests {
         assert_eq!(file.file_name, "levels.txt");
         assert_eq!(file.content_type.as_deref(), Some("text/plain"));
         assert_eq!(
-            file.content,
-            b"Indicative EUR 5y IRS mid 2.415%, not an offer.\n"
+            file.content.as_bytes(),
+            Some(&b"Indicative EUR 5y IRS mid 2.415%, not an offer.\n"[..])
         );
     }
 
@@ -2061,7 +2180,7 @@ mod tests {
         let EventKind::FileTransfer(file) = &conv.events[0].kind else {
             panic!("not a file transfer");
         };
-        assert_eq!(file.content, b"hello");
+        assert_eq!(file.content.as_bytes(), Some(&b"hello"[..]));
         assert_eq!(conversations(&ft("", "aGVsbG8"))[0].events.len(), 1);
         let empty = &conversations(&ft(" Size=\"0\"", ""))[0];
         let EventKind::FileTransfer(file) = &empty.events[0].kind else {

@@ -4,4 +4,5 @@ pub mod attachments;
 pub mod filedump;
 pub mod ice;
 pub mod payload;
+pub mod spill;
 pub mod xip;

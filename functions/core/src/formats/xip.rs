@@ -526,7 +526,7 @@ fn item_to_conversation(
         kind: EventKind::FileTransfer(FileTransfer {
             file_name: meta.name,
             content_type: meta.content_type,
-            content,
+            content: content.into(),
         }),
     }));
     Conversation {
@@ -537,6 +537,7 @@ fn item_to_conversation(
         participants,
         events,
         original_xml: original,
+        original_spilled: Vec::new(),
         original_format: crate::model::OriginalFormat::XipItemJson,
         line: 1,
     }
@@ -723,7 +724,7 @@ mod tests {
         let EventKind::FileTransfer(file) = &items[1].events[1].kind else {
             panic!("attachment")
         };
-        assert_eq!(file.content, vec![7u8; 4096]);
+        assert_eq!(file.content, vec![7u8; 4096].into());
         assert_eq!(items[0].participants.len(), 2);
     }
 

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ConnectorConfig;
 use crate::config::Output;
 use crate::error::{Error, Result};
-use crate::model::{ChatEvent, Conversation, EventKind, FileTransfer, Participant};
+use crate::model::{ChatEvent, Content, Conversation, EventKind, FileTransfer, Participant};
 
 pub use headers::{address_or_placeholder, is_plausible_address, one_line};
 
@@ -51,6 +51,22 @@ pub struct MailSidecar {
     /// The ImIds that acted in this mail (sent, joined, left...).
     pub active_im_ids: Vec<String>,
     pub lineage: Lineage,
+    /// Parts too large to have been held in memory, where they are in the
+    /// mail: a mail over a server's limit sheds them without being parsed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spliced: Vec<SplicedPart>,
+}
+
+/// A part of a mail streamed in from a spool, by its place in the mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplicedPart {
+    /// Byte offsets of the part (its headers to the end of its base64 body).
+    pub start: u64,
+    pub end: u64,
+    /// Where its base64 body starts.
+    pub body: u64,
+    /// The file name it is attached under.
+    pub name: String,
 }
 
 impl MailSidecar {
@@ -74,7 +90,95 @@ impl MailSidecar {
 #[derive(Debug, Clone)]
 pub struct BuiltMail {
     pub sidecar: MailSidecar,
+    /// The mail; when it has splices, without them (see [`BuiltMail::write_to`]).
     pub raw: Vec<u8>,
+    /// Bodies streamed into `raw` at their offsets when the mail is written,
+    /// in order.
+    pub splices: Vec<Splice>,
+}
+
+/// A base64 body written from a spool at an offset of the mail.
+#[derive(Debug, Clone)]
+pub struct Splice {
+    pub at: usize,
+    pub source: SpliceSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum SpliceSource {
+    /// A file transfer.
+    File(Content),
+    /// Original bytes with spilled runs to be filled in (see
+    /// [`crate::spool::write_filled`]).
+    Filled {
+        bytes: std::sync::Arc<Vec<u8>>,
+        holes: Vec<(usize, std::sync::Arc<crate::spool::Spool>)>,
+    },
+}
+
+impl SpliceSource {
+    /// Bytes before encoding.
+    fn len(&self) -> u64 {
+        match self {
+            SpliceSource::File(content) => content.len(),
+            SpliceSource::Filled { bytes, holes } => crate::spool::filled_len(bytes, holes),
+        }
+    }
+
+    fn write_base64(&self, out: &mut dyn std::io::Write) -> std::io::Result<u64> {
+        match self {
+            SpliceSource::File(content) => {
+                crate::spool::write_mime_base64(&mut content.open()?, out)
+            }
+            SpliceSource::Filled { bytes, holes } => {
+                let mut reader: Box<dyn std::io::Read + Send> = Box::new(std::io::empty());
+                let mut at = 0;
+                for (place, spool) in holes {
+                    let place = (*place).clamp(at, bytes.len());
+                    let before = std::io::Cursor::new(bytes[at..place].to_vec());
+                    reader = Box::new(std::io::Read::chain(
+                        std::io::Read::chain(reader, before),
+                        spool.open()?,
+                    ));
+                    at = place;
+                }
+                let rest = std::io::Cursor::new(bytes[at..].to_vec());
+                crate::spool::write_mime_base64(&mut std::io::Read::chain(reader, rest), out)
+            }
+        }
+    }
+}
+
+impl BuiltMail {
+    /// Size of the mail as written.
+    pub fn len(&self) -> u64 {
+        let spliced: u64 = self
+            .splices
+            .iter()
+            .map(|s| crate::spool::mime_base64_len(s.source.len()))
+            .sum();
+        self.raw.len() as u64 + spliced
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the mail, its splices streamed from their spools.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut at = 0;
+        for splice in &self.splices {
+            out.write_all(&self.raw[at..splice.at])?;
+            let written = splice.source.write_base64(out)?;
+            if written != crate::spool::mime_base64_len(splice.source.len()) {
+                return Err(std::io::Error::other(
+                    "a spooled part changed size while the mail was written",
+                ));
+            }
+            at = splice.at;
+        }
+        out.write_all(&self.raw[at..])
+    }
 }
 
 /// The stable id of an item: same conversation and day (or message) gives
@@ -218,9 +322,9 @@ pub fn build_mail(
             &transcript,
         )?),
     };
-    let raw = match (config.output, rsmf) {
+    let (raw, splices, spliced) = match (config.output, rsmf) {
         // The RSMF file is itself the mail (valid RFC 5322).
-        (Output::Rsmf, Some(rsmf)) => rsmf,
+        (Output::Rsmf, Some(rsmf)) => (rsmf, Vec::new(), Vec::new()),
         (_, rsmf) => render(
             conversation,
             config,
@@ -252,8 +356,10 @@ pub fn build_mail(
             participants: conversation.participants.clone(),
             active_im_ids: active,
             lineage: lineage.clone(),
+            spliced,
         },
         raw,
+        splices,
     })
 }
 
@@ -296,10 +402,9 @@ fn rsmf_of(
 /// CR or a NUL through, which break the mail's line framing (RFC 5322
 /// section 2.3) and which mail servers reject or rewrite. Such a file is
 /// base64-encoded here instead; every other file is left to mail-builder.
-fn file_part(file: &FileTransfer) -> std::io::Result<MimePart<'_>> {
+fn file_part<'a>(file: &FileTransfer, content: &'a [u8]) -> std::io::Result<MimePart<'a>> {
     let content_type = headers::content_type(file.content_type.as_deref());
     let name = headers::file_name(&file.file_name);
-    let content = file.content.as_slice();
     let breaks_framing = || {
         content.contains(&0)
             || content
@@ -325,7 +430,7 @@ fn render(
     envelope: Envelope<'_>,
     lineage: &Lineage,
     rsmf: Option<&[u8]>,
-) -> std::io::Result<Vec<u8>> {
+) -> std::io::Result<(Vec<u8>, Vec<Splice>, Vec<SplicedPart>)> {
     let Envelope {
         message_id,
         internal_date,
@@ -400,7 +505,7 @@ fn render(
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::FileTransfer(file) => Some(file.content.len()),
+            EventKind::FileTransfer(file) => file.content.as_bytes().map(<[u8]>::len),
             _ => None,
         })
         .sum();
@@ -414,20 +519,52 @@ fn render(
     digest.update(text.as_bytes());
     digest.update(html.as_bytes());
     let mut attachments = Vec::new();
+    let mut spliced = Spliced::default();
     for event in &slice.events {
         if let EventKind::FileTransfer(file) = &event.kind {
-            digest.update(&file.content);
-            attachments.push(file_part(file)?);
+            match &file.content {
+                Content::Bytes(bytes) => {
+                    digest.update(bytes);
+                    attachments.push(file_part(file, bytes)?);
+                }
+                spooled => {
+                    digest.update(spooled.sha256());
+                    let content_type = headers::content_type(file.content_type.as_deref());
+                    let name = headers::file_name(&file.file_name);
+                    let token = spliced.add(SpliceSource::File(spooled.clone()));
+                    attachments.push(
+                        MimePart::new(content_type, token)
+                            .transfer_encoding("base64")
+                            .attachment(name),
+                    );
+                }
+            }
         }
     }
     let (original_name, original_type) = conversation
         .original_format
         .attachment(&headers::file_name(&conversation.id));
     digest.update(&conversation.original_xml);
-    attachments.push(
-        MimePart::new(original_type, conversation.original_xml.as_slice())
-            .attachment(original_name),
-    );
+    if conversation.original_spilled.is_empty() {
+        attachments.push(
+            MimePart::new(original_type, conversation.original_xml.as_slice())
+                .attachment(original_name),
+        );
+    } else {
+        for (place, spool) in &conversation.original_spilled {
+            digest.update((*place as u64).to_le_bytes());
+            digest.update(spool.len().to_le_bytes());
+        }
+        let token = spliced.add(SpliceSource::Filled {
+            bytes: std::sync::Arc::new(conversation.original_xml.clone()),
+            holes: conversation.original_spilled.clone(),
+        });
+        attachments.push(
+            MimePart::new(original_type, token)
+                .transfer_encoding("base64")
+                .attachment(original_name),
+        );
+    }
     if let Some(rsmf) = rsmf {
         digest.update(rsmf);
         let name = format!(
@@ -438,6 +575,7 @@ fn render(
         attachments.push(MimePart::new("application/octet-stream", rsmf).attachment(name));
     }
     let digest = hex::encode(&digest.finalize()[..12]);
+    let mixed = format!("chat-archive-{digest}-m");
     let alternative = MimePart::new(
         ContentType::new("multipart/alternative")
             .attribute("boundary", format!("chat-archive-{digest}-a")),
@@ -448,13 +586,84 @@ fn render(
     );
     attachments.insert(0, alternative);
     builder = builder.body(MimePart::new(
-        ContentType::new("multipart/mixed")
-            .attribute("boundary", format!("chat-archive-{digest}-m")),
+        ContentType::new("multipart/mixed").attribute("boundary", mixed.clone()),
         attachments,
     ));
     let mut raw = Vec::with_capacity(estimate);
     builder.write_to(&mut raw)?;
-    Ok(raw)
+    spliced.cut(raw, &mixed)
+}
+
+/// Parts whose bodies are streamed in when the mail is written: mail-builder
+/// writes a token in each one's place, cut out again here.
+#[derive(Default)]
+struct Spliced {
+    /// Drawn per mail, so no chat content can forge a token.
+    nonce: u64,
+    pending: Vec<(Vec<u8>, SpliceSource)>,
+}
+
+impl Spliced {
+    fn add(&mut self, source: SpliceSource) -> Vec<u8> {
+        if self.pending.is_empty() {
+            self.nonce = rand::random();
+        }
+        let token = format!(
+            "chat-archive-splice-{:016x}-{}",
+            self.nonce,
+            self.pending.len()
+        );
+        self.pending.push((token.clone().into_bytes(), source));
+        token.into_bytes()
+    }
+
+    /// The mail without its tokens, the splices at their places, and where
+    /// each part lies in the mail as written.
+    fn cut(
+        self,
+        raw: Vec<u8>,
+        boundary: &str,
+    ) -> std::io::Result<(Vec<u8>, Vec<Splice>, Vec<SplicedPart>)> {
+        if self.pending.is_empty() {
+            return Ok((raw, Vec::new(), Vec::new()));
+        }
+        let delimiter = format!("--{boundary}\r\n");
+        let mut out = Vec::with_capacity(raw.len());
+        let (mut splices, mut parts) = (Vec::new(), Vec::new());
+        let (mut at, mut shift) = (0usize, 0u64);
+        for (token, source) in self.pending {
+            let found = memchr::memmem::find(&raw[at..], &token)
+                .ok_or_else(|| std::io::Error::other("a spliced part's place was not found"))?;
+            out.extend_from_slice(&raw[at..at + found]);
+            let body = out.len();
+            let start = memchr::memmem::rfind(&out, delimiter.as_bytes())
+                .map_or(0, |i| i + delimiter.len());
+            let name = part_file_name(&out[start..body]);
+            let encoded = crate::spool::mime_base64_len(source.len());
+            parts.push(SplicedPart {
+                start: start as u64 + shift,
+                body: body as u64 + shift,
+                end: body as u64 + shift + encoded,
+                name,
+            });
+            shift += encoded;
+            splices.push(Splice { at: body, source });
+            at += found + token.len();
+        }
+        out.extend_from_slice(&raw[at..]);
+        Ok((out, splices, parts))
+    }
+}
+
+/// The attachment name in a part's headers, as mail-parser reads it.
+fn part_file_name(headers: &[u8]) -> String {
+    use mail_parser::MimeHeaders;
+    let mut mail = headers.to_vec();
+    mail.extend_from_slice(b"\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(&mail)
+        .and_then(|m| m.attachment_name().map(str::to_string))
+        .unwrap_or_else(|| "attachment.bin".to_string())
 }
 
 /// Inputs found by the fuzz targets in `tests/fuzz` (see docs/fuzzing.md).
@@ -515,5 +724,173 @@ mod fuzz_regressions {
                 "the transcript keeps {time}"
             );
         }
+    }
+}
+
+/// Large files and long runs of text are streamed from spools into the mail:
+/// what a reader of the mail gets must be what the export held.
+#[cfg(test)]
+mod spliced {
+    use super::*;
+    use crate::formats::ice::IceReader;
+    use base64::Engine as _;
+    use mail_parser::MimeHeaders;
+
+    fn export(file: &[u8]) -> String {
+        let mut encoded = Vec::new();
+        crate::spool::write_mime_base64(&mut &file[..], &mut encoded).unwrap();
+        let encoded = String::from_utf8(encoded).unwrap().replace("\r\n", "\n");
+        format!(
+            "<IceChatExport>\n<Conversation Id=\"c-1\" Type=\"OneToOne\">\n\
+             <Participant ImId=\"a\" Email=\"a@acme.example\"/>\n\
+             <Message ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\">before</Message>\n\
+             <FileTransfer ImId=\"a\" Timestamp=\"2026-11-20T08:01:00Z\" FileName=\"big.bin\" Size=\"{}\">\n{encoded}</FileTransfer>\n\
+             <Message ImId=\"a\" Timestamp=\"2026-11-20T08:02:00Z\">after</Message>\n\
+             </Conversation>\n<Conversation Id=\"c-2\"><Message ImId=\"a\">no time</Message></Conversation>\n\
+             </IceChatExport>\n",
+            file.len()
+        )
+    }
+
+    #[test]
+    fn a_spooled_file_and_the_original_xml_come_out_whole() {
+        let file: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 256) as u8).collect();
+        let xml = export(&file);
+        let mut reader = IceReader::with_spill_limit(xml.as_bytes(), "f.xml", 1024);
+        let conversation = reader.next().unwrap().unwrap();
+        assert_eq!(
+            conversation.original_spilled.len(),
+            1,
+            "the base64 run spilled"
+        );
+        let EventKind::FileTransfer(transfer) = &conversation.events[1].kind else {
+            panic!("a file transfer");
+        };
+        assert!(transfer.content.as_bytes().is_none(), "kept in its spool");
+        assert_eq!(transfer.content.to_vec().unwrap(), file);
+        // A fault after the spilled run names its own line.
+        let bad = reader.next().unwrap().unwrap_err();
+        let want_line = xml[..xml.find("<Conversation Id=\"c-2\"").unwrap()]
+            .lines()
+            .count()
+            + 1;
+        assert!(
+            bad.to_string().contains(&format!("line {want_line}")),
+            "{bad} (want line {want_line})"
+        );
+
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let mails = build_mails(
+            &conversation,
+            &ConnectorConfig::ice(),
+            &Lineage::default(),
+            day,
+        )
+        .unwrap();
+        let mail = &mails[0];
+        assert_eq!(mail.splices.len(), 2, "the file and the original XML");
+        let mut written = Vec::new();
+        mail.write_to(&mut written).unwrap();
+        assert_eq!(written.len() as u64, mail.len());
+
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&written)
+            .unwrap();
+        let big = parsed
+            .attachments()
+            .find(|a| a.attachment_name() == Some("big.bin"))
+            .expect("the file");
+        assert_eq!(big.contents(), file.as_slice());
+        let original = parsed
+            .attachments()
+            .find(|a| a.attachment_name().is_some_and(|n| n.ends_with(".xml")))
+            .expect("the original XML");
+        let start = xml.find("<Conversation Id=\"c-1\"").unwrap();
+        let end = xml.find("</Conversation>").unwrap() + "</Conversation>".len();
+        assert_eq!(original.contents(), &xml.as_bytes()[start..end]);
+        assert!(String::from_utf8_lossy(&written).contains("after"));
+
+        // The sidecar's places cut exactly the parts out of the mail.
+        let wanted = [file.as_slice(), &xml.as_bytes()[start..end]];
+        assert_eq!(mail.sidecar.spliced.len(), 2);
+        for (part, want) in mail.sidecar.spliced.iter().zip(wanted) {
+            let (from, body, to) = (part.start as usize, part.body as usize, part.end as usize);
+            assert!(written[from..body].starts_with(b"Content-Type: "));
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(
+                    written[body..to]
+                        .iter()
+                        .copied()
+                        .filter(|b| !b.is_ascii_whitespace())
+                        .collect::<Vec<u8>>(),
+                )
+                .unwrap();
+            assert!(
+                decoded == want,
+                "part {} decodes to what it stands for",
+                part.name
+            );
+            assert_eq!(&written[to..to + 4], b"\r\n--");
+        }
+        assert_eq!(mail.sidecar.spliced[0].name, "big.bin");
+
+        // Rendered again, the same bytes.
+        let again = build_mails(
+            &conversation,
+            &ConnectorConfig::ice(),
+            &Lineage::default(),
+            day,
+        )
+        .unwrap();
+        let mut rewritten = Vec::new();
+        again[0].write_to(&mut rewritten).unwrap();
+        assert!(rewritten == written, "a re-render is byte-identical");
+    }
+
+    #[test]
+    fn a_spooled_mail_over_the_limit_sheds_its_spliced_file_by_the_sidecar() {
+        let file: Vec<u8> = (0..80_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let xml = export(&file);
+        let conversation = IceReader::with_spill_limit(xml.as_bytes(), "f.xml", 1024)
+            .next()
+            .unwrap()
+            .unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let mail = build_mails(
+            &conversation,
+            &ConnectorConfig::ice(),
+            &Lineage::default(),
+            day,
+        )
+        .unwrap()
+        .remove(0);
+        let spool = crate::spool::Spool::write(|out| mail.write_to(out)).unwrap();
+        let reduced = oversize::shed_spliced(&spool, &mail.sidecar.spliced, 50_000, |sha, name| {
+            format!("attachments/{sha}/{name}")
+        })
+        .unwrap()
+        .expect("reduced");
+        assert!(reduced.raw.len() < 50_000, "{}", reduced.raw.len());
+        let kept: Vec<Vec<u8>> = reduced
+            .kept
+            .iter()
+            .map(|k| k.content.to_vec().unwrap())
+            .collect();
+        let start = xml.find("<Conversation Id=\"c-1\"").unwrap();
+        let end = xml.find("</Conversation>").unwrap() + "</Conversation>".len();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.contains(&file), "the file is kept whole");
+        assert!(
+            kept.contains(&xml.as_bytes()[start..end].to_vec()),
+            "and the original XML"
+        );
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&reduced.raw)
+            .unwrap();
+        assert!(parsed
+            .parts
+            .iter()
+            .any(|p| p.attachment_name() == Some("big.bin.kept-in-archive.txt")));
+        assert!(parsed.text_bodies().count() > 0);
     }
 }

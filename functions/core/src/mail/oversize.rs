@@ -6,8 +6,13 @@
 //! attachments) stays byte for byte: the parts are cut out of the raw mail
 //! at the offsets the MIME parser reports, not rebuilt.
 
+use std::io::{self, Read};
+
 use mail_parser::MimeHeaders;
 use sha2::{Digest, Sha256};
+
+use super::SplicedPart;
+use crate::spool::{Base64TextReader, Content, Spool};
 
 /// A file taken out of a mail, to be written to the store at `key`.
 #[derive(Debug, Clone)]
@@ -16,7 +21,7 @@ pub struct KeptFile {
     pub size: u64,
     pub sha256: String,
     pub key: String,
-    pub content: Vec<u8>,
+    pub content: Content,
 }
 
 /// The mail and the files it no longer carries.
@@ -108,8 +113,73 @@ fn kept_file(candidate: &Candidate, key_for: &impl Fn(&str, &str) -> String) -> 
         size: candidate.content.len() as u64,
         sha256,
         name,
-        content: candidate.content.clone(),
+        content: candidate.content.clone().into(),
     }
+}
+
+/// The same for a mail in a spool, cut by the places of its spliced parts
+/// (its sidecar names them), so the mail is never parsed or held whole: the
+/// largest parts leave first, each decoded to a spool of its own; the rest
+/// of the mail comes back in memory. `None` when no part is to leave.
+pub fn shed_spliced(
+    mail: &Spool,
+    parts: &[SplicedPart],
+    limit: u64,
+    key_for: impl Fn(&str, &str) -> String,
+) -> io::Result<Option<Reduced>> {
+    let mut order: Vec<&SplicedPart> = parts
+        .iter()
+        .filter(|p| p.start <= p.body && p.body <= p.end && p.end <= mail.len())
+        .collect();
+    order.sort_by_key(|p| std::cmp::Reverse(p.end - p.start));
+    let mut size = mail.len();
+    let mut chosen = Vec::new();
+    for part in order {
+        if size <= limit {
+            break;
+        }
+        let file = kept_spliced(mail, part, &key_for)?;
+        let notice = notice_part(&file, limit);
+        size = size - (part.end - part.start) + notice.len() as u64;
+        chosen.push((part, notice, file));
+    }
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    chosen.sort_by_key(|(part, _, _)| part.start);
+    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut kept = Vec::with_capacity(chosen.len());
+    let mut at = 0;
+    for (part, notice, file) in chosen {
+        if part.start < at {
+            return Ok(None);
+        }
+        mail.open_range(at, part.start)?.read_to_end(&mut out)?;
+        out.extend_from_slice(&notice);
+        at = part.end;
+        kept.push(file);
+    }
+    mail.open_range(at, mail.len())?.read_to_end(&mut out)?;
+    Ok(Some(Reduced { raw: out, kept }))
+}
+
+fn kept_spliced(
+    mail: &Spool,
+    part: &SplicedPart,
+    key_for: &impl Fn(&str, &str) -> String,
+) -> io::Result<KeptFile> {
+    let body = mail.open_range(part.body, part.end)?;
+    let decoded = Spool::copy_from(&mut Base64TextReader::new(io::BufReader::new(body)))?;
+    let content = Content::from_file(decoded)?;
+    let sha256 = hex::encode(content.sha256());
+    let name = safe_name(&part.name);
+    Ok(KeptFile {
+        key: key_for(&sha256, &name),
+        size: content.len(),
+        sha256,
+        name,
+        content,
+    })
 }
 
 /// A file name that fits a quoted header parameter and an object key.
@@ -190,7 +260,7 @@ mod tests {
         assert!(reduced.raw.len() < 50_000, "{}", reduced.raw.len());
         assert_eq!(reduced.kept.len(), 1);
         let file = &reduced.kept[0];
-        assert_eq!(file.content, big);
+        assert_eq!(file.content, Content::Bytes(big.clone()));
         assert_eq!(file.sha256, hex::encode(Sha256::digest(&big)));
         let parsed = mail_parser::MessageParser::default()
             .parse(&reduced.raw)

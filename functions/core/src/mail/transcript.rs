@@ -358,6 +358,7 @@ mod tests {
                 },
             ],
             original_xml: Vec::new(),
+            original_spilled: Vec::new(),
             original_format: Default::default(),
             line: 1,
         };

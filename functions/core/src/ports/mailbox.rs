@@ -1,7 +1,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
+use crate::spool::Spool;
 
 /// One message to put into one folder of one mailbox.
 #[derive(Debug, Clone)]
@@ -11,11 +14,60 @@ pub struct Delivery<'a> {
     /// The deterministic Message-ID (without angle brackets): the key to
     /// exactly-once delivery.
     pub message_id: &'a str,
-    pub raw: &'a [u8],
+    pub raw: MailBytes<'a>,
     /// When the chat happened (IMAP INTERNALDATE, Maildir mtime).
     pub internal_date: DateTime<Utc>,
     /// IMAP system flags such as `\Seen`.
     pub flags: &'a [String],
+}
+
+/// A mail's bytes: in memory, or in a spool when too large to hold.
+#[derive(Debug, Clone, Copy)]
+pub enum MailBytes<'a> {
+    Memory(&'a [u8]),
+    Spooled(&'a Spool),
+}
+
+impl<'a> MailBytes<'a> {
+    pub fn len(&self) -> u64 {
+        match self {
+            MailBytes::Memory(bytes) => bytes.len() as u64,
+            MailBytes::Spooled(spool) => spool.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in memory: for a sink that needs them whole and has a
+    /// size limit that bounds them.
+    pub fn load(&self) -> std::io::Result<Cow<'a, [u8]>> {
+        match self {
+            MailBytes::Memory(bytes) => Ok(Cow::Borrowed(bytes)),
+            MailBytes::Spooled(spool) => spool.read_all().map(Cow::Owned),
+        }
+    }
+
+    /// Streams the bytes.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match self {
+            MailBytes::Memory(bytes) => out.write_all(bytes),
+            MailBytes::Spooled(spool) => std::io::copy(&mut spool.open()?, out).map(drop),
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for MailBytes<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        MailBytes::Memory(bytes)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for MailBytes<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        MailBytes::Memory(bytes)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ mod object_store;
 pub mod secrets;
 mod source;
 
-pub use mailbox::{outcome_in_batch, Delivery, DeliveryOutcome, MailboxSink};
+pub use mailbox::{outcome_in_batch, Delivery, DeliveryOutcome, MailBytes, MailboxSink};
 pub use object_store::{ByteStream, Metadata, ObjectInfo, ObjectStore};
 pub use secrets::{ConnectorSecret, SecretStore, SecretValue};
 pub use source::{Pacing, RemoteFile, Source};

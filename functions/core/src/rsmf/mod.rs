@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConnectorConfig;
 use crate::error::{Error, Result};
 use crate::mail::{headers, one_line, Lineage};
-use crate::model::{ChatEvent, Conversation, EventKind};
+use crate::model::{ChatEvent, Content, Conversation, EventKind};
 
 /// Relativity's recommended maximum of events in one RSMF.
 pub const MAX_EVENTS: usize = 10_000;
@@ -181,7 +181,7 @@ fn timestamp(time: DateTime<Utc>) -> String {
 pub fn manifest<'a>(
     part: &RsmfPart<'a>,
     provenance: &Provenance<'_>,
-) -> (Manifest, Vec<(String, &'a [u8])>) {
+) -> (Manifest, Vec<(String, &'a Content)>) {
     let conversation = part.conversation;
     let config = provenance.config;
     let mut participants: Vec<ManifestParticipant> = conversation
@@ -265,7 +265,7 @@ pub fn manifest<'a>(
             ("Plain file", &lineage.plain_key),
         ]),
     };
-    let mut files: Vec<(String, &'a [u8])> = Vec::new();
+    let mut files: Vec<(String, &'a Content)> = Vec::new();
     let events = part
         .events
         .iter()
@@ -286,14 +286,14 @@ pub fn manifest<'a>(
                         files.len() + 1,
                         headers::file_name(&file.file_name)
                     );
-                    files.push((name.clone(), file.content.as_slice()));
+                    files.push((name.clone(), &file.content));
                     (
                         "message",
                         Some(format!("sent file {}", file.file_name)),
                         vec![ManifestAttachment {
                             id: name,
                             display: Some(file.file_name.clone()),
-                            size: Some(file.content.len() as u64),
+                            size: Some(file.content.len()),
                         }],
                     )
                 }
@@ -332,7 +332,7 @@ pub fn build_from(
     part: &RsmfPart<'_>,
     provenance: &Provenance<'_>,
     manifest: &Manifest,
-    files: &[(String, &[u8])],
+    files: &[(String, &Content)],
     text_body: &str,
 ) -> Result<Vec<u8>> {
     let zip = zip_of(manifest, files)
@@ -465,7 +465,8 @@ fn sanitize(id: &str) -> String {
     }
 }
 
-fn zip_of(manifest: &Manifest, files: &[(String, &[u8])]) -> std::io::Result<Vec<u8>> {
+/// The zip is built in memory, a spooled file read into it from its spool.
+fn zip_of(manifest: &Manifest, files: &[(String, &Content)]) -> std::io::Result<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     // A fixed time: the same conversation always gives the same bytes.
     let options = zip::write::SimpleFileOptions::default()
@@ -474,9 +475,9 @@ fn zip_of(manifest: &Manifest, files: &[(String, &[u8])]) -> std::io::Result<Vec
     zip.start_file(MANIFEST_NAME, options)?;
     let json = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
     zip.write_all(&json)?;
-    for (name, bytes) in files {
+    for (name, content) in files {
         zip.start_file(name.as_str(), options)?;
-        zip.write_all(bytes)?;
+        std::io::copy(&mut content.open()?, &mut zip)?;
     }
     Ok(zip.finish()?.into_inner())
 }
@@ -510,7 +511,7 @@ mod tests {
                 kind: EventKind::FileTransfer(FileTransfer {
                     file_name: "levels.txt".into(),
                     content_type: Some("text/plain".into()),
-                    content: b"5y 2.41".to_vec(),
+                    content: b"5y 2.41".to_vec().into(),
                 }),
             },
         ];
@@ -545,6 +546,7 @@ mod tests {
             ],
             events: list,
             original_xml: Vec::new(),
+            original_spilled: Vec::new(),
             original_format: OriginalFormat::IceXml,
             line: 1,
         }

@@ -777,7 +777,7 @@ impl Archivist {
                     .block_on(status::write_item(self.store.as_ref(), &record))?;
                 continue;
             };
-            let content = std::fs::read(path)
+            let content = attachment_content(path)
                 .map_err(|e| Error::io(format!("reading attachment {}", attachment.file_id), e))?;
             event.kind = EventKind::FileTransfer(FileTransfer {
                 file_name: attachment.file_name,
@@ -823,6 +823,16 @@ impl Archivist {
 }
 
 /// A conversation that was read but cannot be archived, as a quarantine entry.
+/// An attachment file from its archive: a large one stays on disk (a copy,
+/// as one file may serve several events).
+fn attachment_content(path: &std::path::Path) -> std::io::Result<crate::model::Content> {
+    if std::fs::metadata(path)?.len() <= crate::formats::spill::SPILL_AT as u64 {
+        return Ok(std::fs::read(path)?.into());
+    }
+    let spool = crate::spool::Spool::copy_from(&mut std::fs::File::open(path)?)?;
+    crate::model::Content::from_file(spool)
+}
+
 fn unreadable(conversation: Conversation, error: InputError) -> BadConversation {
     BadConversation {
         error,
@@ -944,8 +954,71 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
     let sidecar_key = layout::sidecar(&side.connector, &day, &side.item_id);
     let json = serde_json::to_vec_pretty(side).map_err(Error::internal)?;
     if !(recovered && store.head(&mail_key).await?.is_some()) {
-        store.put_bytes(&mail_key, mail.raw, &metadata).await?;
+        if mail.splices.is_empty() {
+            store.put_bytes(&mail_key, mail.raw, &metadata).await?;
+        } else {
+            store.put(&mail_key, spliced_body(mail), &metadata).await?;
+        }
     }
     store.put_bytes(&sidecar_key, json, &metadata).await?;
     Ok(sidecar_key)
+}
+
+/// A mail with spliced parts, written on a blocking thread as the store
+/// reads it: a few chunks in flight, never the whole mail. A failure ends
+/// the stream with the error, so the store commits nothing.
+fn spliced_body(mail: BuiltMail) -> ByteStream {
+    const CHUNK: usize = 256 * 1024;
+    let (sender, receiver) = mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            sender: sender.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            chunk: CHUNK,
+        };
+        let written = mail.write_to(&mut out).and_then(|()| out.send());
+        if let Err(error) = written {
+            // Nobody listens when the store gave up first.
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    Box::pin(tokio_util::io::StreamReader::new(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+    ))
+}
+
+/// Hands what is written to a channel a chunk at a time.
+struct ChannelWriter {
+    sender: mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+    chunk: usize,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.chunk),
+        ));
+        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "store stopped reading")
+        })
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.chunk {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

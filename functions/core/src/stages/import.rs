@@ -2,6 +2,7 @@
 //! participant's mailbox, then the item's status record.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -10,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::mail::{oversize, MailSidecar};
 use crate::mapping::{Mapper, Mapping, MappingTable};
-use crate::ports::{Delivery, DeliveryOutcome, MailboxSink, Metadata};
+use crate::ports::{Delivery, DeliveryOutcome, MailBytes, MailboxSink, Metadata};
+use crate::spool::Spool;
 use crate::status::{self, ItemRecord, TargetRecord, TargetState, UnmappedRecord};
 
 /// Loads the connector's mapping CSV, if the store has one. Bad rows are
@@ -56,10 +58,28 @@ const STORE_CALLS_IN_FLIGHT: usize = 16;
 /// turn comes, so what is read ahead stays small whatever the mails' size.
 const READ_AHEAD_MAIL_BYTES: u64 = 1 << 20;
 
+/// Mails over this size wait in a spool, not in memory.
+const SPOOL_MAIL_BYTES: u64 = 16 << 20;
+
+/// A mail as read from the store.
+enum MailBody {
+    Memory(Vec<u8>),
+    Spooled(Arc<Spool>),
+}
+
+impl MailBody {
+    fn bytes(&self) -> MailBytes<'_> {
+        match self {
+            MailBody::Memory(bytes) => MailBytes::Memory(bytes),
+            MailBody::Spooled(spool) => MailBytes::Spooled(spool),
+        }
+    }
+}
+
 /// One mail of a batch, loaded and mapped.
 struct Loaded {
     sidecar: MailSidecar,
-    raw: Vec<u8>,
+    raw: MailBody,
     mailboxes: Vec<(String, Vec<String>)>,
     unmapped: Vec<UnmappedRecord>,
     /// Set when the mail was over the server's limit and some attachments
@@ -88,11 +108,16 @@ pub async fn run_batch(
     while let Some(read) = reads.next().await {
         let (sidecar, raw) = read?;
         let raw = match raw {
-            Some(raw) => raw,
-            None => ctx.store.get_bytes(&mail_key(&sidecar)).await?,
+            Some(raw) => MailBody::Memory(raw),
+            None => read_at_its_turn(ctx, &mail_key(&sidecar)).await?,
         };
         let loaded = map(mapper, sidecar, raw).await?;
-        bytes += loaded.raw.len() * loaded.mailboxes.len().max(1);
+        // A spooled mail costs no memory; it still closes the chunk.
+        let held = match &loaded.raw {
+            MailBody::Memory(raw) => raw.len(),
+            MailBody::Spooled(_) => BATCH_BYTES,
+        };
+        bytes += held * loaded.mailboxes.len().max(1);
         chunk.push(loaded);
         if bytes >= BATCH_BYTES {
             records.extend(deliver_chunk(ctx, sink, std::mem::take(&mut chunk)).await?);
@@ -116,6 +141,22 @@ async fn read(ctx: &Context, sidecar_key: &str) -> Result<(MailSidecar, Option<V
     Ok((sidecar, raw))
 }
 
+/// A mail too large to read ahead: in memory up to [`SPOOL_MAIL_BYTES`],
+/// else copied into a spool as it streams from the store.
+async fn read_at_its_turn(ctx: &Context, key: &str) -> Result<MailBody> {
+    if let Some(raw) = ctx.store.get_bytes_within(key, SPOOL_MAIL_BYTES).await? {
+        return Ok(MailBody::Memory(raw));
+    }
+    let (body, _) = ctx.store.get(key).await?;
+    let spooled = tokio::task::spawn_blocking(move || {
+        Spool::copy_from(&mut tokio_util::io::SyncIoBridge::new(body))
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(|e| Error::store(key, format!("spooling the mail: {e}")))?;
+    Ok(MailBody::Spooled(Arc::new(spooled)))
+}
+
 fn mail_key(sidecar: &MailSidecar) -> String {
     layout::mail(
         &sidecar.connector,
@@ -124,7 +165,7 @@ fn mail_key(sidecar: &MailSidecar) -> String {
     )
 }
 
-async fn map(mapper: &mut Mapper<'_>, sidecar: MailSidecar, raw: Vec<u8>) -> Result<Loaded> {
+async fn map(mapper: &mut Mapper<'_>, sidecar: MailSidecar, raw: MailBody) -> Result<Loaded> {
     let (mailboxes, unmapped) = map_participants(mapper, &sidecar).await?;
     Ok(Loaded {
         sidecar,
@@ -150,7 +191,7 @@ async fn deliver_chunk(
                 mailbox,
                 folder: &mail.sidecar.folder,
                 message_id: &mail.sidecar.message_id,
-                raw: &mail.raw,
+                raw: mail.raw.bytes(),
                 internal_date: mail.sidecar.internal_date,
                 flags: &ctx.config.flags,
             });
@@ -243,15 +284,30 @@ async fn fit_to_limit(ctx: &Context, sink: &dyn MailboxSink, mail: &mut Loaded) 
             limit = Some(limit.map_or(l, |m| m.min(l)));
         }
     }
-    let Some(limit) = limit.filter(|l| mail.raw.len() as u64 > *l) else {
+    let size = mail.raw.bytes().len();
+    let Some(limit) = limit.filter(|l| size > *l) else {
         return Ok(());
     };
     let side = &mail.sidecar;
-    let day = side.day.to_string();
-    let key_for = |sha256: &str, name: &str| {
-        layout::kept_attachment(&side.connector, &day, &side.item_id, sha256, name)
+    let (connector, day, item) = (
+        side.connector.clone(),
+        side.day.to_string(),
+        side.item_id.clone(),
+    );
+    let key_for = move |sha256: &str, name: &str| {
+        layout::kept_attachment(&connector, &day, &item, sha256, name)
     };
-    let Some(reduced) = oversize::keep_attachments_in_archive(&mail.raw, limit, key_for) else {
+    let reduced = match &mail.raw {
+        MailBody::Memory(raw) => oversize::keep_attachments_in_archive(raw, limit, key_for),
+        MailBody::Spooled(spool) => {
+            let (spool, parts) = (spool.clone(), side.spliced.clone());
+            tokio::task::spawn_blocking(move || shed_spooled(&spool, &parts, limit, key_for))
+                .await
+                .map_err(Error::internal)?
+                .map_err(|e| Error::store(mail_key(side), format!("cutting the mail: {e}")))?
+        }
+    };
+    let Some(reduced) = reduced else {
         return Ok(());
     };
     let mail_key = mail_key(side);
@@ -263,9 +319,10 @@ async fn fit_to_limit(ctx: &Context, sink: &dyn MailboxSink, mail: &mut Loaded) 
         let mut metadata = Metadata::new();
         metadata.insert(lineage::SOURCE_KEY.into(), mail_key.clone());
         metadata.insert(lineage::STAGE.into(), "import".into());
-        ctx.store
-            .put_bytes(&file.key, file.content.clone(), &metadata)
-            .await?;
+        let body = content_stream(&file.content)
+            .await
+            .map_err(|e| Error::store(&file.key, format!("reading the kept file: {e}")))?;
+        ctx.store.put(&file.key, body, &metadata).await?;
     }
     let files: Vec<String> = reduced
         .kept
@@ -281,11 +338,46 @@ async fn fit_to_limit(ctx: &Context, sink: &dyn MailboxSink, mail: &mut Loaded) 
     mail.attachments_kept = Some(format!(
         "imported, attachments kept in the archive: the mail of {} bytes exceeds the {limit} \
          bytes the mail server accepts; {}",
-        mail.raw.len(),
+        size,
         files.join("; ")
     ));
-    mail.raw = reduced.raw;
+    mail.raw = MailBody::Memory(reduced.raw);
     Ok(())
+}
+
+/// A spooled mail's spliced parts leave first (cut by their places, the
+/// mail never parsed whole); if the rest is still too large, its largest
+/// attachments follow as for a mail in memory.
+fn shed_spooled(
+    spool: &Spool,
+    parts: &[crate::mail::SplicedPart],
+    limit: u64,
+    key_for: impl Fn(&str, &str) -> String,
+) -> std::io::Result<Option<oversize::Reduced>> {
+    let Some(mut reduced) = oversize::shed_spliced(spool, parts, limit, &key_for)? else {
+        return Ok(None);
+    };
+    if reduced.raw.len() as u64 > limit {
+        if let Some(more) = oversize::keep_attachments_in_archive(&reduced.raw, limit, &key_for) {
+            reduced.kept.extend(more.kept);
+            reduced.raw = more.raw;
+        }
+    }
+    Ok(Some(reduced))
+}
+
+/// A kept file's bytes as a store body.
+async fn content_stream(
+    content: &crate::model::Content,
+) -> std::io::Result<crate::ports::ByteStream> {
+    use crate::model::Content;
+    Ok(match content {
+        Content::Bytes(bytes) => Box::pin(std::io::Cursor::new(bytes.clone())),
+        Content::Spooled(spooled) if !spooled.base64 => {
+            Box::pin(tokio::fs::File::open(spooled.spool.path()).await?)
+        }
+        other => Box::pin(std::io::Cursor::new(other.to_vec()?)),
+    })
 }
 
 /// Mailbox -> the ImIds mapped to it (one copy per mailbox, however many of

@@ -250,7 +250,7 @@ pub(super) fn chunks<'j>(jobs: &[&'j Job<'j>], max: usize) -> VecDeque<Vec<&'j J
     let mut current: Vec<&Job<'_>> = Vec::new();
     let mut bytes = 0;
     for job in jobs {
-        let size = job.delivery.raw.len();
+        let size = usize::try_from(job.delivery.raw.len()).unwrap_or(usize::MAX);
         if !current.is_empty() && (current.len() >= max || bytes + size > MULTIAPPEND_MAX_BYTES) {
             out.push_back(std::mem::take(&mut current));
             bytes = 0;
@@ -289,7 +289,13 @@ pub(super) async fn send_append(
     wire.write(format!("{tag} APPEND {mailbox_arg}").as_bytes())
         .await?;
     for job in chunk {
-        let raw = job.delivery.raw;
+        // A spooled mail is read here, one at a time: only mails within the
+        // server's limit get this far.
+        let raw = job
+            .delivery
+            .raw
+            .load()
+            .map_err(|e| Failure::Transport(format!("reading the mail from its spool: {e}")))?;
         let plus = plus_any || (plus_small && raw.len() <= 4096);
         let head = format!(
             " {} {} {{{}{}}}\r\n",
@@ -329,7 +335,7 @@ pub(super) async fn send_append(
                 }
             }
         }
-        wire.write(raw).await?;
+        wire.write(&raw).await?;
     }
     wire.write(b"\r\n").await?;
     Ok(match interleaved {
@@ -355,7 +361,7 @@ mod tests {
                 mailbox: "a@x",
                 folder: "F",
                 message_id: "m",
-                raw,
+                raw: (*raw).into(),
                 internal_date: at,
                 flags: &flags,
             })

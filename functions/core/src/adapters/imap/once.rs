@@ -89,7 +89,7 @@ impl ImapSink {
                 // The same Message-ID twice in one batch: one copy.
                 self.count(|s| s.already_present += 1);
                 outcomes[job.index] = Some(DeliveryOutcome::AlreadyPresent);
-            } else if let Some(limit) = limit.filter(|l| job.delivery.raw.len() as u64 > *l) {
+            } else if let Some(limit) = limit.filter(|l| job.delivery.raw.len() > *l) {
                 self.count(|s| s.refused += 1);
                 outcomes[job.index] = Some(DeliveryOutcome::Refused(format!(
                     "message of {} bytes exceeds the {limit} bytes the server takes (its \
