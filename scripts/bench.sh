@@ -5,13 +5,15 @@
 #   SFTP fetch (vs OpenSSH sftp), IMAP import (serial vs pipelined, mbsync),
 #   Lambda bootstrap sizes and init times (needs cargo-lambda).
 #
-# Usage: scripts/bench.sh [--quick] [--only parse|short]
+# Usage: scripts/bench.sh [--quick] [--only parse|short|big]
 #   --quick: small sizes (a minute or two), to check the benchmarks run.
 #   --only parse: parse and convert alone (against a bare quick-xml loop,
 #     xmllint --stream if installed, and callgrind's instructions per byte if
 #     valgrind is); needs neither root nor servers.
 #   --only short: a day of one-message conversations end to end (embedded
 #     store and Maildir): mails per second.
+#   --only big: one conversation with one file transfer of --big-mb (2 GiB;
+#     60 MB with --quick) through convert and import: each stage's peak RSS.
 # Needs root (sshd and Dovecot switch users) and scripts/install-test-deps.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,11 +46,11 @@ if [ "$only" = parse ]; then
   command -v valgrind >/dev/null || echo "valgrind not found: instructions per byte skipped"
   run bench -- "${core[@]}" --only parse
   exit 0
-elif [ "$only" = short ]; then
-  run bench -- "${core[@]}" --only short
+elif [ "$only" = short ] || [ "$only" = big ]; then
+  run bench -- "${core[@]}" --only "$only"
   exit 0
 elif [ -n "$only" ]; then
-  echo "--only takes parse or short" >&2; exit 2
+  echo "--only takes parse, short or big" >&2; exit 2
 fi
 echo "== decrypt, parse/convert, end to end"
 run bench -- "${core[@]}"

@@ -48,7 +48,8 @@ def rule(queue, prefix, suffix=None):
     rules = [{"Name": "prefix", "Value": prefix}] + ([{"Name": "suffix", "Value": suffix}] if suffix else [])
     return {"QueueArn": arns[queue], "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": rules}}}
 s3.put_bucket_notification_configuration(Bucket=arg["bucket"], NotificationConfiguration={"QueueConfigurations": [
-    rule("raw-events", "raw/"), rule("plain-events", "plain/"), rule("mail-events", "mail/", ".json")]})
+    rule("raw-events", "raw/"), rule("plain-events", "plain/"), rule("plain-events", "work/", ".json"),
+    rule("mail-events", "mail/", ".json")]})
 for q in arg["queues"]:
     sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName=q)["QueueUrl"])
 out(key)

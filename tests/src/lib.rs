@@ -2,6 +2,7 @@
 //! free loopback ports, child processes stopped by PID, and a local
 //! pipeline set up in a temporary data directory.
 
+pub mod counting_alloc;
 pub mod dovecot;
 pub mod faults;
 pub mod fixtures;

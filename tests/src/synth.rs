@@ -74,3 +74,67 @@ pub fn write_export(out: impl Write, shape: &Shape, day: &str, firm_users: u64) 
     writeln!(out, "</IceChatExport>")?;
     out.flush()
 }
+
+/// An export of one conversation in which `mailbox`'s user sends one file
+/// of `size` pseudo-random bytes, written as ICE writes it (base64 in
+/// 76-character lines inside `<FileTransfer>`). Returns the SHA-256 of the
+/// file and of the conversation's own XML (what its mail attaches).
+pub fn write_file_transfer_export(
+    path: &std::path::Path,
+    size: usize,
+    mailbox: &str,
+) -> (String, String) {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    const MIB: usize = 1024 * 1024;
+    let mut out = std::io::BufWriter::with_capacity(MIB, std::fs::File::create(path).unwrap());
+    let mut original = Sha256::new();
+    let mut both = |bytes: &[u8], out: &mut std::io::BufWriter<std::fs::File>| {
+        original.update(bytes);
+        out.write_all(bytes).unwrap();
+    };
+    out.write_all(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<IceChatExport>\n")
+        .unwrap();
+    let head = format!(
+        "<Conversation Id=\"room-big\" Type=\"OneToOne\" Start=\"2026-11-20T08:00:00Z\">\n\
+         <Participants><Participant ImId=\"jdoe\" Name=\"J Doe\" Company=\"ACME\" Email=\"{mailbox}\"/>\n\
+         <Participant ImId=\"cp\" Name=\"Counter Party\" Company=\"Other\" Email=\"cp@other.example\"/></Participants>\n\
+         <Message Id=\"m1\" ImId=\"jdoe\" Timestamp=\"2026-11-20T08:00:05Z\">the deck follows</Message>\n\
+         <FileTransfer Id=\"f1\" ImId=\"jdoe\" Timestamp=\"2026-11-20T08:01:00Z\" FileName=\"deck.bin\" \
+         ContentType=\"application/octet-stream\" Size=\"{size}\">\n"
+    );
+    both(head.as_bytes(), &mut out);
+    let mut file = Sha256::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    // 57 bytes per line; a block of whole lines at a time.
+    let mut block = vec![0u8; 57 * 16 * 1024];
+    let mut text = String::new();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len());
+        for word in block[..n].chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+        }
+        file.update(&block[..n]);
+        text.clear();
+        for line in block[..n].chunks(57) {
+            base64::engine::general_purpose::STANDARD.encode_string(line, &mut text);
+            text.push('\n');
+        }
+        both(text.as_bytes(), &mut out);
+        left -= n;
+    }
+    both(
+        b"</FileTransfer>\n<Message Id=\"m2\" ImId=\"cp\" Timestamp=\"2026-11-20T08:02:00Z\">got it</Message>\n</Conversation>",
+        &mut out,
+    );
+    out.write_all(b"\n</IceChatExport>\n").unwrap();
+    out.flush().unwrap();
+    (
+        hex::encode(file.finalize()),
+        hex::encode(original.finalize()),
+    )
+}

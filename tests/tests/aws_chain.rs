@@ -994,6 +994,7 @@ fn each_functions_role_names_only_what_its_stage_needs() {
             "state/{c}/status-dirty/",
             "state/{c}/events/",
             "state/{c}/attachments-wait/",
+            "work/",
         ],
     );
     only_under(

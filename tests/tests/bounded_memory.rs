@@ -6,35 +6,13 @@
 //! releasing any plaintext, and refuses files over 1 GiB; this test fails
 //! if decryption falls back to it.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chat_archive_core::crypto::{self, DecryptKeys, SignaturePolicy, SignatureStatus};
+use integration_tests::counting_alloc::{self, Counting};
 use integration_tests::gpg::Gpg;
 use integration_tests::local::{FIRM_PASSPHRASE, FIRM_UID, SIGNER_UID};
 use sha2::{Digest, Sha256};
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -109,11 +87,10 @@ fn decryption_memory_does_not_grow_with_the_file() {
     let input = std::fs::File::open(&encrypted).expect("open");
     let mut sink = HashingSink(Sha256::new(), 0);
 
-    let baseline = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(baseline, Ordering::Relaxed);
+    let baseline = counting_alloc::start();
     let decrypted =
         crypto::decrypt_verify(input, "export.xml.pgp", &keys, &mut sink).expect("decrypts");
-    let peak = PEAK.load(Ordering::Relaxed) - baseline;
+    let peak = counting_alloc::peak_since(baseline);
 
     assert_eq!(decrypted.signature, SignatureStatus::Verified);
     assert_eq!(sink.1, PLAINTEXT as u64);

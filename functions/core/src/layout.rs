@@ -13,7 +13,9 @@
 //! - `config/<c>/mapping.csv`: the operator's mapping;
 //! - `exports/<c>/...`: RSMF exports;
 //! - `attachments/<c>/<day>/<item>/<sha256>/<name>`: files of a mail too
-//!   large for the mail server, kept whole here and named in the mail.
+//!   large for the mail server, kept whole here and named in the mail;
+//! - `work/<c>/<file>.after-<n>.json`: a conversion handed on before its
+//!   deadline, to be carried on after `n` conversations (starts convert).
 
 pub fn raw(connector: &str, file_name: &str) -> String {
     format!("raw/{connector}/{file_name}")
@@ -68,6 +70,20 @@ pub fn plain_for_raw(raw_key: &str) -> String {
         .map(|ext| &rest[..rest.len() - ext.len()])
         .unwrap_or(rest);
     format!("plain/{stem}")
+}
+
+/// Where a conversion of `plain_key` hands on after `done` conversations.
+pub fn hand_off(plain_key: &str, done: u64) -> String {
+    let connector = connector_of(plain_key).unwrap_or("unknown");
+    let name = plain_key
+        .strip_prefix("plain/")
+        .and_then(|k| k.split_once('/'))
+        .map_or(plain_key, |(_, name)| name);
+    format!("work/{connector}/{name}.after-{done}.json")
+}
+
+pub fn is_hand_off(key: &str) -> bool {
+    key.starts_with("work/") && key.ends_with(".json")
 }
 
 pub fn mail(connector: &str, day: &str, item_id: &str) -> String {

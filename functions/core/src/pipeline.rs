@@ -356,6 +356,8 @@ impl Pipeline {
                                 (what.to_string(), error)
                             }));
                         summary.mails += outcome.sidecars.len();
+                        // The rest of a handed-on file after its mails.
+                        queue.extend(outcome.handed_on);
                         // Reverse so that the pop order is the file order.
                         queue.extend(outcome.sidecars.into_iter().rev());
                     }

@@ -2,7 +2,7 @@
 //! the same run on the same machine, printed as a table of ratios.
 //!
 //! ```text
-//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--callgrind-mb 5] [--short-chats 200000] [--only decrypt,parse,e2e,short]
+//! cargo run --release --no-default-features -p integration-tests --bin bench -- [--size-mb 200] [--big-mb 2048] [--messages 1000000] [--callgrind-mb 5] [--short-chats 200000] [--only decrypt,parse,e2e,short,big]
 //! ```
 //!
 //! Every measured piece runs in a child process of its own, so its peak RSS
@@ -50,7 +50,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|| vec!["decrypt".into(), "parse".into(), "e2e".into()]);
+        .unwrap_or_else(|| vec!["decrypt".into(), "parse".into(), "e2e".into(), "big".into()]);
     let work = tempfile::Builder::new()
         .prefix("bench")
         .tempdir()
@@ -72,6 +72,9 @@ fn main() {
     }
     if only.iter().any(|o| o == "e2e") {
         bench_end_to_end(flag("--messages", 1_000_000), &mut table);
+    }
+    if only.iter().any(|o| o == "big") {
+        bench_big_file(flag("--big-mb", 2048), &mut table);
     }
     if only.iter().any(|o| o == "e2e" || o == "short") {
         bench_short_chats(flag("--short-chats", 200_000), &mut table);
@@ -209,11 +212,107 @@ fn child(args: &[String]) {
             });
             json!({"seconds": seconds, "mails": summary.mails})
         }
+        "stage" => {
+            // One stage over the objects named: its own time and peak RSS.
+            let layout = chat_archive_core::pipeline::LocalLayout::new(arg(1));
+            let keys: Vec<String> = args[2..].to_vec();
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let (outputs, seconds) = timed(|| runtime.block_on(run_stage(&layout, &keys)));
+            json!({"seconds": seconds, "outputs": outputs})
+        }
         other => panic!("unknown child {other}"),
     };
     let mut report = report;
     report["peak_rss_mb"] = json!(peak_rss_mb());
     println!("{report}");
+}
+
+/// Runs the stage that consumes `keys`; the sidecars a conversion wrote, or
+/// the states of the items imported.
+async fn run_stage(
+    layout: &chat_archive_core::pipeline::LocalLayout,
+    keys: &[String],
+) -> Vec<String> {
+    use chat_archive_core::pipeline::{Pipeline, StageResult};
+    use chat_archive_core::ports::MailboxSink;
+    let pipeline = Pipeline::local(layout).expect("pipeline");
+    let table = chat_archive_core::stages::import::load_mapping(&pipeline.ctx)
+        .await
+        .expect("mapping");
+    let config = pipeline.ctx.config.clone();
+    let mut mapper = chat_archive_core::mapping::Mapper::new(
+        &config,
+        &table,
+        pipeline.sink.as_ref() as &dyn MailboxSink,
+    );
+    let event = chat_archive_core::events::s3_put_event(&pipeline.bucket, keys);
+    let results = pipeline
+        .handle_s3_event(&event, None, &mut mapper)
+        .await
+        .expect("stage");
+    results
+        .into_iter()
+        .flat_map(|result| match result {
+            StageResult::Converted(outcome) => outcome.sidecars,
+            StageResult::Imported(record) => vec![format!("{:?}", record.state)],
+            StageResult::Decrypted(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// One conversation whose file transfer is `size_mb` MB, converted and
+/// imported into Maildir, each stage in a child of its own: its peak RSS
+/// must not follow the file's size.
+fn bench_big_file(size_mb: u64, table: &mut Table) {
+    println!("one file transfer of {size_mb} MB: convert and import");
+    let mailbox = synth::participant_email(0);
+    let firm = Firm::new(&[mailbox.as_str()], SignaturePolicy::Optional);
+    let data_dir = firm
+        .layout
+        .data_dir
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = "ACME_2026-11-20.xml";
+    let export = firm.dir.path().join(name);
+    let size = usize::try_from(size_mb * 1024 * 1024).expect("size");
+    synth::write_file_transfer_export(&export, size, &mailbox);
+    let key = format!("plain/ice/{name}");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let body = tokio::fs::File::open(&export).await.expect("export");
+        firm.pipeline()
+            .ctx
+            .store
+            .put(&key, Box::pin(body), &Default::default())
+            .await
+            .expect("export stored");
+    });
+    std::fs::remove_file(&export).expect("export removed");
+    let converted = run_child(&["stage", &data_dir, &key]);
+    let sidecars: Vec<String> = converted["outputs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut import_args = vec!["stage", data_dir.as_str()];
+    import_args.extend(sidecars.iter().map(String::as_str));
+    let imported = run_child(&import_args);
+    assert_eq!(imported["outputs"], json!(["Imported"]), "{imported}");
+    for (stage, report) in [("convert", &converted), ("import", &imported)] {
+        let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
+        let rss = report["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
+        table.row(
+            &format!("{stage}, one {size_mb} MB file transfer: peak RSS"),
+            format!("{rss:.1} MB ({seconds:.1} s)"),
+            "-".into(),
+            "-".into(),
+            "< 64 MB + a constant, whatever the file",
+        );
+    }
 }
 
 /// Writes what reading and converting `input` gives: each mail's sidecar and
@@ -231,7 +330,9 @@ fn dump_mails(input: &str, out: &mut impl std::io::Write) {
                     Ok(mails) => {
                         for mail in mails {
                             write(format!("-- {:?}\n", mail.sidecar).as_bytes());
-                            write(&mail.raw);
+                            let mut raw = Vec::new();
+                            mail.write_to(&mut raw).expect("mail written");
+                            write(&raw);
                         }
                     }
                     Err(e) => write(format!("!! mail error {e}\n").as_bytes()),

@@ -61,7 +61,10 @@ pub(super) async fn invocation(
     let _marked = InFlightMark::new(&in_flight, &event.context.request_id);
     let left = time_left(event.context.deadline(), margin);
     tracing::info!(budget_ms = left.map(|l| l.as_millis() as u64), "invocation");
-    let work = lambda.handle(function, event.payload);
+    // A long conversion hands the rest on with a quarter of the budget left
+    // (time to finish the writes in flight), rather than being cut off.
+    let hand_off_by = left.map(|l| std::time::Instant::now() + l.mul_f64(HAND_OFF_AT));
+    let work = crate::stages::with_hand_off_by(hand_off_by, lambda.handle(function, event.payload));
     let response = match left {
         None => work.await,
         Some(left) => tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
@@ -77,6 +80,9 @@ pub(super) async fn invocation(
     crate::metrics::emit(function, &lambda.pipeline.ctx.config.name, &response);
     response.map_err(diagnostic)
 }
+
+/// The share of an invocation's budget after which long work hands on.
+const HAND_OFF_AT: f64 = 0.75;
 
 /// The request id of the invocation being handled, if any.
 pub(super) type InFlight = Arc<std::sync::Mutex<Option<String>>>;

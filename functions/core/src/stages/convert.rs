@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
@@ -42,6 +43,28 @@ pub struct ConvertOutcome {
     /// The file waits for something still to come (its attachments), and
     /// why: it is to be converted again.
     pub waiting: Option<String>,
+    /// The conversion stopped before its deadline and wrote where to carry
+    /// on: this key starts the next conversion (an S3 event on AWS).
+    pub handed_on: Option<String>,
+}
+
+/// Where a conversion stopped to hand the rest of the file on, and what it
+/// had counted so far (the next run adds to it; the last one writes the
+/// file's source records whole).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOff {
+    /// The plain object being converted, and the digest of what was read:
+    /// a newer version is converted by its own event, not by this hand-off.
+    pub source: String,
+    pub sha256: String,
+    /// Conversations read (good or bad) before the stop: the next run
+    /// reads past them without doing anything again.
+    pub done: u64,
+    /// Invocations so far.
+    pub runs: u64,
+    days: BTreeMap<String, DayShare>,
+    dialect: Option<String>,
+    first_day: Option<NaiveDate>,
 }
 
 /// Mails go from the parsing thread to the writer a few at a time.
@@ -125,7 +148,21 @@ impl SplitFile {
     }
 }
 
-pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
+pub async fn run(ctx: &Context, key: &str) -> Result<ConvertOutcome> {
+    if layout::is_hand_off(key) {
+        let hand_off: HandOff = serde_json::from_slice(&ctx.store.get_bytes(key).await?)
+            .map_err(|e| Error::store(key, format!("not a conversion hand-off: {e}")))?;
+        let source = hand_off.source.clone();
+        return convert(ctx, &source, Some(hand_off)).await;
+    }
+    convert(ctx, key, None).await
+}
+
+async fn convert(
+    ctx: &Context,
+    plain_key: &str,
+    resume: Option<HandOff>,
+) -> Result<ConvertOutcome> {
     if attachments::is_archive(plain_key) {
         return attachments_arrived(ctx, plain_key).await;
     }
@@ -162,6 +199,12 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
             }
         },
     };
+    if let Some(stale) = resume.as_ref().filter(|r| r.sha256 != info.sha256) {
+        // A newer version came: its own event converts it from the start.
+        tracing::warn!(source = %plain_key, done = stale.done, "hand-off of an older version: nothing to carry on");
+        return Ok(ConvertOutcome::default());
+    }
+    let resume = resume.unwrap_or_default();
     let (sender, mut receiver) = mpsc::channel(MAILS_IN_FLIGHT);
     let is_xip = config.kind == crate::config::ConnectorKind::Xip;
     let mut archivist = Archivist {
@@ -178,10 +221,15 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         },
         metadata: info.metadata.clone(),
         sender,
-        days: BTreeMap::new(),
+        days: resume.days.clone(),
         quarantined: Vec::new(),
-        dialect: None,
+        dialect: resume.dialect.clone(),
         attachments: files,
+        pace: Pace {
+            skip: resume.done,
+            hand_off_by: super::hand_off_by(),
+            ..Pace::default()
+        },
     };
     let parsing = {
         let (base, key) = (base.clone(), plain_key.to_string());
@@ -194,12 +242,13 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
                 archivist.days,
                 archivist.quarantined,
                 archivist.dialect,
+                archivist.pace.stopped_at,
                 result,
             )
         })
     };
     let mut outcome = ConvertOutcome::default();
-    let mut first_day = None;
+    let mut first_day = resume.first_day;
     let mut writes = Writes::new(ctx);
     while let Some(output) = receiver.recv().await {
         if let Output::Mail { mail, .. } = &output {
@@ -208,10 +257,22 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         writes.start(output, &mut outcome.sidecars).await?;
     }
     writes.finish(&mut outcome.sidecars).await?;
-    let (mut days, quarantined, dialect, parsed) = parsing
+    let (mut days, quarantined, dialect, stopped_at, parsed) = parsing
         .await
         .map_err(|e| Error::Config(format!("conversion task failed: {e}")))?;
     outcome.quarantined = quarantined;
+    if let (Some(done), Ok(_)) = (stopped_at, &parsed) {
+        let hand_off = HandOff {
+            source: plain_key.to_string(),
+            sha256: info.sha256.clone(),
+            done,
+            runs: resume.runs + 1,
+            days,
+            dialect,
+            first_day,
+        };
+        return hand_on(ctx, &config.name, hand_off, outcome).await;
+    }
     let mut waiting = None;
     let (export_day, problem) = match parsed {
         Ok(day) => (day, None),
@@ -252,7 +313,7 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
             sha256: info.sha256.clone(),
             items: share.items,
             events: share.events,
-            dialect: dialect.map(str::to_string),
+            dialect: dialect.clone(),
             problem: match (&problem, &waiting) {
                 (Some(error), _) if on_file_day => Some(error.to_string()),
                 (None, Some(waiting)) if on_file_day => Some(waiting.clone()),
@@ -268,6 +329,31 @@ pub async fn run(ctx: &Context, plain_key: &str) -> Result<ConvertOutcome> {
         outcome.sidecars.len(),
         outcome.quarantined.len(),
     );
+    Ok(outcome)
+}
+
+/// Writes where the conversion stopped; its key starts the next run. The
+/// days' source records wait for the run that reads the file to its end.
+async fn hand_on(
+    ctx: &Context,
+    connector: &str,
+    hand_off: HandOff,
+    mut outcome: ConvertOutcome,
+) -> Result<ConvertOutcome> {
+    let key = layout::hand_off(&hand_off.source, hand_off.done);
+    let json = serde_json::to_vec_pretty(&hand_off).map_err(Error::internal)?;
+    ctx.store.put_bytes(&key, json, &Metadata::new()).await?;
+    tracing::info!(
+        connector,
+        source = %hand_off.source,
+        done = hand_off.done,
+        run = hand_off.runs,
+        mails = outcome.sidecars.len(),
+        "conversion handed on before the deadline"
+    );
+    outcome.days = hand_off.days.keys().cloned().collect();
+    outcome.day = outcome.days.first().cloned().unwrap_or_default();
+    outcome.handed_on = Some(key);
     Ok(outcome)
 }
 
@@ -477,10 +563,41 @@ async fn attachments_arrived(ctx: &Context, archive_key: &str) -> Result<Convert
 }
 
 /// A file's share of one day.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct DayShare {
     items: u64,
     events: EventCounts,
+}
+
+/// How far this run goes: conversations a run before it read are passed
+/// over, and the run stops (to hand on) once its time is up, after at
+/// least one conversation of its own, so every run makes progress.
+#[derive(Debug, Default)]
+struct Pace {
+    skip: u64,
+    hand_off_by: Option<std::time::Instant>,
+    read: u64,
+    stopped_at: Option<u64>,
+}
+
+impl Pace {
+    /// Counts the conversation just read: whether it is to be passed over.
+    fn passed_over(&mut self) -> bool {
+        self.read += 1;
+        self.read <= self.skip
+    }
+
+    /// Whether to stop before the conversation just read (it will be the
+    /// next run's first).
+    fn stop_here(&mut self) -> bool {
+        let time_up = self
+            .hand_off_by
+            .is_some_and(|by| std::time::Instant::now() >= by);
+        if time_up && self.read > self.skip + 1 {
+            self.stopped_at = Some(self.read - 1);
+        }
+        self.stopped_at.is_some()
+    }
 }
 
 /// The parsing side of the convert stage: runs on a blocking thread, claims
@@ -497,8 +614,9 @@ struct Archivist {
     days: BTreeMap<String, DayShare>,
     quarantined: Vec<(String, InputError)>,
     /// The dialect of the file's first conversation.
-    dialect: Option<&'static str>,
+    dialect: Option<String>,
     attachments: AttachmentFiles,
+    pace: Pace,
 }
 
 impl Archivist {
@@ -512,10 +630,19 @@ impl Archivist {
     ) -> Result<Option<NaiveDate>> {
         let mut export_day = None;
         payload::for_each_document(SyncIoBridge::new(body), key, |document, reader| {
+            if self.pace.stopped_at.is_some() {
+                return Ok(());
+            }
             let mut conversations = IceReader::new(reader, document);
             while let Some(read) = conversations.next() {
                 let header_day = conversations.header().and_then(|h| h.export_date);
                 export_day = export_day.or(header_day);
+                if self.pace.passed_over() {
+                    continue;
+                }
+                if self.pace.stop_here() {
+                    return Ok(());
+                }
                 let file_day = header_day.or_else(|| status::day_from_file_name(key));
                 let mut conversation = match read {
                     Ok(conversation) => conversation,
@@ -594,7 +721,7 @@ impl Archivist {
         fallback_day: NaiveDate,
     ) -> Result<()> {
         self.dialect
-            .get_or_insert(conversation.original_format.dialect());
+            .get_or_insert_with(|| conversation.original_format.dialect().to_string());
         self.resolve_attachments(conversation, fallback_day)?;
         let listed = std::mem::take(&mut conversation.participants);
         let result = events_by_day(conversation, fallback_day)

@@ -87,7 +87,7 @@ impl Stage {
     pub fn for_key(key: &str) -> Option<Stage> {
         if key.starts_with("raw/") {
             Some(Stage::Decrypt)
-        } else if key.starts_with("plain/") {
+        } else if key.starts_with("plain/") || layout::is_hand_off(key) {
             Some(Stage::Convert)
         } else if key.starts_with("mail/") && key.ends_with(".json") {
             Some(Stage::Import)
@@ -95,6 +95,31 @@ impl Stage {
             None
         }
     }
+}
+
+tokio::task_local! {
+    /// When the work of this invocation should be handed on (see
+    /// [`with_hand_off_by`]).
+    static HAND_OFF_BY: std::time::Instant;
+}
+
+/// Runs `work` with a time by which a long stage hands the rest of its work
+/// on (a conversion writes where it stopped, and a new invocation carries
+/// on from there) rather than being cut off by its deadline. `None`: no such
+/// time (a local run).
+pub async fn with_hand_off_by<F: std::future::Future>(
+    by: Option<std::time::Instant>,
+    work: F,
+) -> F::Output {
+    match by {
+        Some(by) => HAND_OFF_BY.scope(by, work).await,
+        None => work.await,
+    }
+}
+
+/// The time set by [`with_hand_off_by`] for the task asking, if any.
+pub fn hand_off_by() -> Option<std::time::Instant> {
+    HAND_OFF_BY.try_with(|by| *by).ok()
 }
 
 /// Metadata names used for lineage on every object.
