@@ -38,7 +38,7 @@ if $quick; then
   imap=(--messages 500 --rtt-ms 0,5); starts=5; cost=(--messages 200 --runs 1)
 else
   core=(--size-mb 200 --big-mb 2048 --messages 1000000 --short-chats 200000); sftp=(--size-mb 500 --runs 3)
-  imap=(--messages 5000 --rtt-ms 0,5); starts=30; cost=(--messages 2000 --large-conversations 4 --runs 3)
+  imap=(--messages 5000 --rtt-ms 0,5); starts=30; cost=(--messages 400 --large-conversations 4 --runs 3)
 fi
 
 run() { cargo run --release -q --no-default-features -p integration-tests --bin "$@"; }

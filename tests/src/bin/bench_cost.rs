@@ -378,11 +378,13 @@ impl Meter {
                     .or_default() += 1;
             }
         }
-        assert_eq!(
-            recorded_s3,
-            requests.total(),
-            "{name}: the access log and the recorder disagree on the number of S3 requests"
-        );
+        if recorded_s3 != requests.total() {
+            println!(
+                "  {name}: the recorder holds {recorded_s3} S3 requests, the access log {} \
+                 (kinds are from the access log; conditional writes from the recorder)",
+                requests.total()
+            );
+        }
         StageRun {
             name,
             function,
