@@ -3,9 +3,10 @@
 # run on this machine (not a test; the latest table is in docs/benchmarks.md):
 #   decrypt (vs gpg), parse and convert, end to end on embedded defaults,
 #   SFTP fetch (vs OpenSSH sftp), IMAP import (serial vs pipelined, mbsync),
-#   Lambda bootstrap sizes and init times (needs cargo-lambda).
+#   Lambda bootstrap sizes and init times (needs cargo-lambda), and what a
+#   day costs on AWS (S3 requests and storage, Lambda seconds; docs/cost.md).
 #
-# Usage: scripts/bench.sh [--quick] [--only parse|short|big]
+# Usage: scripts/bench.sh [--quick] [--only parse|short|big|cost]
 #   --quick: small sizes (a minute or two), to check the benchmarks run.
 #   --only parse: parse and convert alone (against a bare quick-xml loop,
 #     xmllint --stream if installed, and callgrind's instructions per byte if
@@ -14,6 +15,10 @@
 #     store and Maildir): mails per second.
 #   --only big: one conversation with one file transfer of --big-mb (2 GiB;
 #     60 MB with --quick) through convert and import: each stage's peak RSS.
+#   --only cost: the four functions against moto for a day of one-message
+#     conversations and a day of a few large ones: S3 requests by kind
+#     (counted from moto's logs), storage per prefix, seconds per stage;
+#     needs neither root nor Dovecot.
 # Needs root (sshd and Dovecot switch users) and scripts/install-test-deps.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,13 +37,15 @@ done
 
 if $quick; then
   core=(--size-mb 20 --big-mb 60 --messages 20000 --short-chats 20000); sftp=(--size-mb 50 --runs 1)
-  imap=(--messages 500 --rtt-ms 0,5); starts=5
+  imap=(--messages 500 --rtt-ms 0,5); starts=5; cost=(--messages 200 --runs 1)
 else
   core=(--size-mb 200 --big-mb 2048 --messages 1000000 --short-chats 200000); sftp=(--size-mb 500 --runs 3)
-  imap=(--messages 5000 --rtt-ms 0,5); starts=30
+  imap=(--messages 5000 --rtt-ms 0,5); starts=30; cost=(--messages 400 --large-conversations 4 --runs 3)
 fi
 
 run() { cargo run --release -q --no-default-features -p integration-tests --bin "$@"; }
+# The cost bench runs the functions against moto: it needs the AWS adapters.
+run_aws() { cargo run --release -q -p integration-tests --bin "$@"; }
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$only" = parse ]; then
@@ -49,8 +56,11 @@ if [ "$only" = parse ]; then
 elif [ "$only" = short ] || [ "$only" = big ]; then
   run bench -- "${core[@]}" --only "$only"
   exit 0
+elif [ "$only" = cost ]; then
+  run_aws bench_cost -- "${cost[@]}"
+  exit 0
 elif [ -n "$only" ]; then
-  echo "--only takes parse, short or big" >&2; exit 2
+  echo "--only takes parse, short, big or cost" >&2; exit 2
 fi
 echo "== decrypt, parse/convert, end to end"
 run bench -- "${core[@]}"
@@ -65,3 +75,5 @@ if command -v cargo-lambda >/dev/null; then
 else
   echo "cargo-lambda not found: skipped (scripts/install-test-deps.sh installs it)"
 fi
+echo "== a day on AWS: requests, storage, seconds (against moto)"
+run_aws bench_cost -- "${cost[@]}"

@@ -55,6 +55,12 @@ impl Moto {
     /// Starts `moto_server` on a free loopback port (a few attempts, in case
     /// another process takes the port first).
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// [`Moto::start`] with more environment for the server (e.g. moto's
+    /// request recorder, `MOTO_ENABLE_RECORDING` and `MOTO_RECORDER_FILEPATH`).
+    pub fn start_with_env(env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let server_bin = venv().join("bin/moto_server");
         assert!(
             server_bin.is_file(),
@@ -70,6 +76,7 @@ impl Moto {
                 .expect("moto log file");
             let child = Command::new(&server_bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.reopen().expect("log"))
                 .stderr(log.reopen().expect("log"))
@@ -95,6 +102,12 @@ impl Moto {
     /// What the server logged (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// The file the server logs to (stdout and stderr: one access line per
+    /// request, werkzeug's `"PUT /bucket/key HTTP/1.1" 200`).
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
     }
 
     /// How our SDK clients reach this server.
