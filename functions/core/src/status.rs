@@ -441,6 +441,20 @@ pub async fn rebuild_day(store: &dyn ObjectStore, connector: &str, day: &str) ->
     Ok(status)
 }
 
+/// A day's status log as last folded, if it has one that reads (one written
+/// by an older version that does not is folded again by the caller).
+pub async fn read_day(
+    store: &dyn ObjectStore,
+    connector: &str,
+    day: &str,
+) -> Result<Option<DayStatus>> {
+    let key = format!("{}status.json", layout::report_day_prefix(connector, day));
+    let Some((bytes, _)) = store.get_versioned(&key).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
 /// The days that have a status log, newest last.
 pub async fn days(store: &dyn ObjectStore, connector: &str) -> Result<Vec<String>> {
     let prefix = layout::reports_prefix(connector);

@@ -44,13 +44,30 @@ pub struct Quarantined {
 pub async fn connector_page(store: &dyn ObjectStore, connector: &str) -> Result<ConnectorPage> {
     let days = status::days(store, connector).await?;
     let recent = &days[days.len().saturating_sub(DAYS_SHOWN)..];
+    // A day is folded again only when records came since its last fold (it
+    // is marked) or it has none: re-reading every record of 30 days on every
+    // schedule run was the largest cost of a busy archive (docs/cost.md).
+    let marks = crate::layout::status_dirty_prefix(connector);
+    let marked: std::collections::BTreeSet<String> = store
+        .list(&marks)
+        .await?
+        .iter()
+        .filter_map(|key| key.strip_prefix(&marks).map(str::to_string))
+        .collect();
     let mut page = ConnectorPage {
         connector: connector.to_string(),
         days: Vec::with_capacity(recent.len()),
     };
     for day in recent {
-        page.days
-            .push(status::rebuild_day(store, connector, day).await?);
+        let folded = match marked.contains(day) {
+            true => None,
+            false => status::read_day(store, connector, day).await?,
+        };
+        let status = match folded {
+            Some(status) => status,
+            None => status::rebuild_day(store, connector, day).await?,
+        };
+        page.days.push(status);
     }
     Ok(page)
 }
@@ -358,5 +375,32 @@ mod tests {
         );
         assert!(html.contains("href=\"reports/ice/2026-11-20/status.csv\""));
         assert!(html.contains("no items"));
+    }
+
+    /// The page reads each day as last folded, and folds again only a day
+    /// marked since (or never folded), so a schedule run costs a read per
+    /// day shown, not one per record.
+    #[tokio::test]
+    async fn the_page_folds_again_only_the_days_marked_since() {
+        use crate::adapters::LocalStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let failed =
+            |n: u32| status::file_failure("ice", "2026-11-20", &format!("raw/ice/f{n}"), "bad");
+        status::write_item(&store, &failed(1)).await.unwrap();
+        let first = connector_page(&store, "ice").await.unwrap();
+        assert_eq!(first.days[0].failed, 1, "never folded: folded now");
+
+        status::write_item(&store, &failed(2)).await.unwrap();
+        let unmarked = connector_page(&store, "ice").await.unwrap();
+        assert_eq!(unmarked.days[0].failed, 1, "as last folded");
+
+        let mark = format!("{}2026-11-20", crate::layout::status_dirty_prefix("ice"));
+        store
+            .put_bytes(&mark, Vec::new(), &Default::default())
+            .await
+            .unwrap();
+        let marked = connector_page(&store, "ice").await.unwrap();
+        assert_eq!(marked.days[0].failed, 2, "marked: folded again");
     }
 }
