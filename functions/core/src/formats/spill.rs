@@ -191,8 +191,8 @@ impl<R: BufRead> SpillingReader<R> {
             return false;
         };
         let tag = &rest[..end];
-        let outside =
-            memchr::memchr(b'\'', tag).is_none() && memchr::memchr_iter(b'"', tag).count() % 2 == 0;
+        let outside = memchr::memchr(b'\'', tag).is_none()
+            && memchr::memchr_iter(b'"', tag).count().is_multiple_of(2);
         if outside {
             self.scanned += end + 1;
             self.safe = self.scanned;
