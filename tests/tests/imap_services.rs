@@ -421,7 +421,7 @@ async fn an_oversized_attachment_is_kept_in_the_archive_and_named_in_the_mail() 
         max_message_bytes: Some(100_000),
         ..server.imap_config()
     };
-    assert_attachment_kept_in_the_archive(&server, imap).await;
+    assert_attachment_kept_in_the_archive(&server, imap, 300_000).await;
 }
 
 /// The same when the limit is the APPENDLIMIT the server announces (RFC
@@ -437,11 +437,26 @@ async fn the_servers_appendlimit_sends_an_oversized_attachment_to_the_archive() 
     );
     let imap = server.imap_config();
     assert_eq!(imap.max_message_bytes, None);
-    assert_attachment_kept_in_the_archive(&server, imap).await;
+    assert_attachment_kept_in_the_archive(&server, imap, 300_000).await;
 }
 
-/// A 300 KB file transfer through the pipeline under a 100 KB limit.
-async fn assert_attachment_kept_in_the_archive(server: &Dovecot, imap: ImapConfig) {
+/// A file transfer so large that it is spooled all the way (24 MiB: convert
+/// streams it into the mail, import spools the 77 MB mail) sheds its parts
+/// by the places its sidecar names, the mail never parsed whole, and the
+/// same checks hold.
+#[tokio::test]
+async fn a_spooled_file_transfer_over_the_limit_is_kept_in_the_archive() {
+    let server = Dovecot::start(&[JDOE, ASMITH]);
+    let imap = ImapConfig {
+        max_message_bytes: Some(100_000),
+        ..server.imap_config()
+    };
+    assert_attachment_kept_in_the_archive(&server, imap, 24 << 20).await;
+}
+
+/// A file transfer of `size` bytes (a multiple of 3) through the pipeline
+/// under a 100 KB limit.
+async fn assert_attachment_kept_in_the_archive(server: &Dovecot, imap: ImapConfig, size: usize) {
     use sha2::{Digest, Sha256};
     let firm = Firm::new(&[], SignaturePolicy::Required);
     let mut connector = ConnectorConfig::ice();
@@ -459,8 +474,8 @@ async fn assert_attachment_kept_in_the_archive(server: &Dovecot, imap: ImapConfi
         )
         .await
         .unwrap();
-    // "QUJD" is base64 of "ABC": a 300,000-byte file transfer.
-    let file: Vec<u8> = b"ABC".repeat(100_000);
+    // "QUJD" is base64 of "ABC".
+    let file: Vec<u8> = b"ABC".repeat(size / 3);
     let export = SAMPLE.replace(
         "</IceChatExport>",
         &format!(
@@ -470,10 +485,11 @@ async fn assert_attachment_kept_in_the_archive(server: &Dovecot, imap: ImapConfi
       <Participant ImId="asmith2" Name="Alice Smith" Email="asmith@acme.example"/>
     </Participants>
     <Message Id="m-61" ImId="jdoe1" Timestamp="2026-11-20T14:00:00Z">the deck</Message>
-    <FileTransfer Id="f-9" ImId="jdoe1" Timestamp="2026-11-20T14:00:01Z" FileName="deck.pdf" ContentType="application/pdf" Size="300000">{}</FileTransfer>
+    <FileTransfer Id="f-9" ImId="jdoe1" Timestamp="2026-11-20T14:00:01Z" FileName="deck.pdf" ContentType="application/pdf" Size="{}">{}</FileTransfer>
   </Conversation>
 </IceChatExport>"#,
-            "QUJD".repeat(100_000)
+            file.len(),
+            "QUJD".repeat(size / 3)
         ),
     );
     firm.drop_export("ACME_2026-11-20.xml.pgp", export.as_bytes(), true);
@@ -493,7 +509,10 @@ async fn assert_attachment_kept_in_the_archive(server: &Dovecot, imap: ImapConfi
     assert!(big[0].raw.len() < 100_000, "{}", big[0].raw.len());
     let text = String::from_utf8_lossy(&big[0].raw).into_owned();
     assert!(text.contains(&format!("SHA-256: {digest}")), "{text}");
-    assert!(text.contains("Size: 300000 bytes"), "{text}");
+    assert!(
+        text.contains(&format!("Size: {} bytes", file.len())),
+        "{text}"
+    );
     let key = text
         .lines()
         .find_map(|l| l.strip_prefix("Object key: "))

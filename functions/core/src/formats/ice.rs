@@ -2253,3 +2253,60 @@ mod tests {
         assert!(error.reason.contains("&nbsp;"), "{}", error.reason);
     }
 }
+
+/// A file transfer too long to hold is checked from its spool as strictly as
+/// one in memory: a bad one is its conversation's fault, named with its
+/// place, and the next conversation is read.
+#[cfg(test)]
+mod spilled {
+    use super::*;
+
+    fn read(xml: &str) -> Vec<Result<Conversation, ReadError>> {
+        IceReader::with_spill_limit(xml.as_bytes(), "big.xml", 256).collect()
+    }
+
+    fn export(size: &str, content: &str) -> String {
+        format!(
+            "<IceChatExport>\n<Conversation Id=\"c-1\">\n\
+             <FileTransfer Id=\"f-1\" ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\"{size}>\n{content}</FileTransfer>\n\
+             </Conversation>\n<Conversation Id=\"c-2\"><Message ImId=\"a\" Timestamp=\"2026-11-20T08:00:00Z\">next</Message></Conversation>\n\
+             </IceChatExport>\n"
+        )
+    }
+
+    #[test]
+    fn bad_base64_or_a_wrong_size_in_a_spilled_file_is_the_conversations_fault() {
+        let good = "QUJD\n".repeat(200);
+        let results = read(&export(" Size=\"600\"", &good));
+        let Ok(first) = &results[0] else {
+            panic!("{:?}", results[0]);
+        };
+        let EventKind::FileTransfer(file) = &first.events[0].kind else {
+            panic!("a file transfer");
+        };
+        assert!(file.content.as_bytes().is_none(), "spooled");
+        assert_eq!(file.content.to_vec().unwrap(), b"ABC".repeat(200));
+
+        for (size, content, reason) in [
+            ("", format!("{good}QU!D\n"), "not valid base64"),
+            (
+                " Size=\"5\"",
+                good.clone(),
+                "Size says 5 bytes but the content decodes to 600",
+            ),
+        ] {
+            let results = read(&export(size, &content));
+            let Err(ReadError::Conversation(bad)) = &results[0] else {
+                panic!("{:?}", results[0]);
+            };
+            assert!(bad.error.reason.contains(reason), "{}", bad.error);
+            assert!(bad.error.reason.contains("<FileTransfer"), "{}", bad.error);
+            assert_eq!(bad.error.place, Place::LineColumn { line: 3, column: 1 });
+            assert!(
+                String::from_utf8_lossy(&bad.raw).contains(content.as_str()),
+                "the quarantined copy holds the spilled run"
+            );
+            assert!(results[1].is_ok(), "the next conversation is read");
+        }
+    }
+}
