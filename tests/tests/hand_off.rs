@@ -138,6 +138,19 @@ async fn a_file_longer_than_one_invocation_is_handed_on_and_every_conversation_a
     for event in take_events(&chain.moto, RAW_EVENTS) {
         chain.invoke(Function::Decrypt, event).await;
     }
+    // After the first run the status log shows the file so far, going on.
+    let [first_event] = take_events(&chain.moto, PLAIN_EVENTS)
+        .try_into()
+        .expect("one event");
+    chain.invoke(Function::Convert, first_event).await;
+    chain.conversions += 1;
+    chain.invoke(Function::Import, rebuild_status_event()).await;
+    let so_far = chain.day_status("2026-11-20").await;
+    let note = so_far.sources[0].problem.clone().unwrap_or_default();
+    assert!(
+        note.contains("being converted: 1 conversations read"),
+        "{note}"
+    );
     chain.drain().await;
 
     // One run per conversation read (the bad one included): each run after
@@ -165,6 +178,8 @@ async fn a_file_longer_than_one_invocation_is_handed_on_and_every_conversation_a
     let first = chain.day_status("2026-11-20").await;
     let second = chain.day_status("2026-11-21").await;
     assert!(first.counts_add_up() && second.counts_add_up());
+    assert_eq!(first.sources.len(), 1, "the file's one record");
+    assert_eq!(first.sources[0].problem, None, "read to its end");
     // Every conversation of the file is counted once, by the file's one
     // record per day, however many runs read it (the bad one is an item
     // too: failed, with its reason).

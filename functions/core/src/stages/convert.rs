@@ -261,7 +261,20 @@ async fn convert(
         .await
         .map_err(|e| Error::Config(format!("conversion task failed: {e}")))?;
     outcome.quarantined = quarantined;
+    let source_key = split.as_ref().map_or(plain_key, |s| s.key.as_str());
     if let (Some(done), Ok(_)) = (stopped_at, &parsed) {
+        // The status log shows the file so far, and that it goes on.
+        let note = format!("being converted: {done} conversations read so far, the rest handed on");
+        for (day, share) in &days {
+            let record = source_record(
+                source_key,
+                &info.sha256,
+                share,
+                &dialect,
+                Some(note.clone()),
+            );
+            status::write_source(ctx.store.as_ref(), &config.name, day, &record).await?;
+        }
         let hand_off = HandOff {
             source: plain_key.to_string(),
             sha256: info.sha256.clone(),
@@ -305,21 +318,14 @@ async fn convert(
     // nothing (a day with no items is a row, not silence).
     days.entry(outcome.day.clone()).or_default();
     outcome.days = days.keys().cloned().collect();
-    let source_key = split.as_ref().map_or(plain_key, |s| s.key.as_str());
     for (day, share) in days {
         let on_file_day = day == outcome.day;
-        let source = SourceRecord {
-            key: source_key.to_string(),
-            sha256: info.sha256.clone(),
-            items: share.items,
-            events: share.events,
-            dialect: dialect.clone(),
-            problem: match (&problem, &waiting) {
-                (Some(error), _) if on_file_day => Some(error.to_string()),
-                (None, Some(waiting)) if on_file_day => Some(waiting.clone()),
-                _ => None,
-            },
+        let note = match (&problem, &waiting) {
+            (Some(error), _) if on_file_day => Some(error.to_string()),
+            (None, Some(waiting)) if on_file_day => Some(waiting.clone()),
+            _ => None,
         };
+        let source = source_record(source_key, &info.sha256, &share, &dialect, note);
         status::write_source(ctx.store.as_ref(), &config.name, &day, &source).await?;
     }
     crate::audit::converted(
@@ -332,8 +338,26 @@ async fn convert(
     Ok(outcome)
 }
 
+/// A file's share of a day as its status record.
+fn source_record(
+    key: &str,
+    sha256: &str,
+    share: &DayShare,
+    dialect: &Option<String>,
+    problem: Option<String>,
+) -> SourceRecord {
+    SourceRecord {
+        key: key.to_string(),
+        sha256: sha256.to_string(),
+        items: share.items,
+        events: share.events,
+        dialect: dialect.clone(),
+        problem,
+    }
+}
+
 /// Writes where the conversion stopped; its key starts the next run. The
-/// days' source records wait for the run that reads the file to its end.
+/// run that reads the file to its end writes its source records whole.
 async fn hand_on(
     ctx: &Context,
     connector: &str,
