@@ -459,6 +459,10 @@ impl ObjectStore for HookStore {
         (self.hook)(Call::List(prefix))?;
         self.inner.list(prefix).await
     }
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>> {
+        (self.hook)(Call::List(prefix))?;
+        self.inner.list_children(prefix).await
+    }
     async fn delete(&self, key: &str) -> Result<()> {
         (self.hook)(Call::Delete(key))?;
         self.inner.delete(key).await

@@ -178,6 +178,12 @@ async fn a_file_longer_than_one_invocation_is_handed_on_and_every_conversation_a
     let first = chain.day_status("2026-11-20").await;
     let second = chain.day_status("2026-11-21").await;
     assert!(first.counts_add_up() && second.counts_add_up());
+    // The days as the status page finds them: S3's delimited listing.
+    let store = chain.lambda.pipeline.ctx.store.clone();
+    let days = chat_archive_core::status::days(store.as_ref(), "ice")
+        .await
+        .unwrap();
+    assert_eq!(days, ["2026-11-20", "2026-11-21"]);
     assert_eq!(first.sources.len(), 1, "the file's one record");
     assert_eq!(first.sources[0].problem, None, "read to its end");
     // Every conversation of the file is counted once, by the file's one

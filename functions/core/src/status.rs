@@ -459,16 +459,10 @@ pub async fn read_day(
 pub async fn days(store: &dyn ObjectStore, connector: &str) -> Result<Vec<String>> {
     let prefix = layout::reports_prefix(connector);
     let days: BTreeSet<String> = store
-        .list(&prefix)
+        .list_children(&prefix)
         .await?
-        .iter()
-        .filter_map(|key| {
-            key.strip_prefix(&prefix)?
-                .split('/')
-                .next()
-                .map(str::to_string)
-        })
-        .filter(|day| day != "mapping")
+        .into_iter()
+        .filter(|name| name != "mapping")
         .collect();
     Ok(days.into_iter().collect())
 }

@@ -420,6 +420,20 @@ impl ObjectStore for LocalStore {
             .await
     }
 
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        self.blocking(prefix, move |_| {
+            let mut names: Vec<String> = super::dir_entries(&dir)?
+                .iter()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| !RESERVED.contains(&name.as_str()))
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
         let owned = key.to_string();
         self.blocking(key, move |store| store.get_versioned_now(&owned))
@@ -489,6 +503,44 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names directly under a prefix, as the listing of every key below
+    /// would give them, without the store's own directories.
+    #[tokio::test]
+    async fn children_are_the_next_segments_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        for key in [
+            "reports/ice/2026-11-20/items/a.json",
+            "reports/ice/2026-11-20/status.json",
+            "reports/ice/2026-11-21/items/b.json",
+            "reports/ice/mapping/problems.json",
+            "reports/xip/2026-11-20/status.json",
+        ] {
+            store
+                .put_bytes(key, b"{}".to_vec(), &Metadata::new())
+                .await
+                .unwrap();
+        }
+        let children = store.list_children("reports/ice/").await.unwrap();
+        assert_eq!(children, ["2026-11-20", "2026-11-21", "mapping"]);
+        let everything: Vec<String> = store.list("reports/ice/").await.unwrap();
+        let mut derived: Vec<&str> = everything
+            .iter()
+            .filter_map(|k| k.strip_prefix("reports/ice/")?.split('/').next())
+            .collect();
+        derived.dedup();
+        assert_eq!(children, derived);
+        assert_eq!(
+            store.list_children("reports/none/").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.list_children("").await.unwrap(),
+            ["reports"],
+            "not .meta and the like"
+        );
+    }
 
     /// A writer stopped between its metadata and its body leaves new
     /// metadata over the old body: the reader sees it and describes the body

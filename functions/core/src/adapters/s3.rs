@@ -641,6 +641,33 @@ impl ObjectStore for S3Store {
         Ok(keys)
     }
 
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error(prefix, "ListObjectsV2", e))?;
+            let under = page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix())
+                .chain(page.contents().iter().filter_map(|o| o.key()));
+            names.extend(under.filter_map(|key| {
+                let name = key.strip_prefix(prefix)?.trim_end_matches('/');
+                (!name.is_empty()).then(|| name.to_string())
+            }));
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
         let output = match self
             .client

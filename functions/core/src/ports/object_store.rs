@@ -41,6 +41,22 @@ pub trait ObjectStore: Send + Sync {
     /// Keys under a prefix, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 
+    /// The names directly under `prefix` (ending in `/`): each key's next
+    /// path segment, once, sorted, without listing every key below (S3: a
+    /// delimited listing). The status log's days are read this way: a
+    /// reports prefix holds a record per mail ever archived.
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .list(prefix)
+            .await?
+            .iter()
+            .filter_map(|key| key.strip_prefix(prefix)?.split('/').next())
+            .map(str::to_string)
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
     async fn delete(&self, key: &str) -> Result<()>;
 
     /// Reads a small state object with the version a conditional write must
