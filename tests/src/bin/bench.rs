@@ -618,6 +618,8 @@ fn bench_end_to_end(messages: u64, table: &mut Table) {
     let largest_message_mb = xml.len() as f64 / shape.conversations as f64 / MB;
     drop(xml);
     let report = run_child(&["e2e", firm.layout.data_dir.to_str().unwrap_or_default()]);
+    // A figure counts only if the work was done: one mail per conversation.
+    assert_eq!(report["mails"], json!(shape.conversations), "{report}");
     let seconds = report["seconds"].as_f64().unwrap_or(f64::NAN);
     let rss = report["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
     table.row(
