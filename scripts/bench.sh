@@ -70,8 +70,16 @@ echo "== IMAP import"
 scripts/bench-imap.sh "${imap[@]}"
 echo "== Lambda bootstraps"
 if command -v cargo-lambda >/dev/null; then
-  cargo lambda build --release --compiler cargo -q
-  run bench_lambda -- --starts "$starts" "${CARGO_TARGET_DIR:-target}/lambda"
+  # The four functions only: a workspace build also leaves the test and
+  # bench binaries under target/lambda, which are not Lambda bootstraps.
+  cargo lambda build --release --compiler cargo -q -p fetch -p decrypt -p convert -p import
+  functions=$(mktemp -d)
+  for f in fetch decrypt convert import; do
+    mkdir -p "$functions/$f"
+    cp "${CARGO_TARGET_DIR:-target}/lambda/$f/bootstrap" "$functions/$f/"
+  done
+  run bench_lambda -- --starts "$starts" "$functions"
+  rm -rf "$functions"
 else
   echo "cargo-lambda not found: skipped (scripts/install-test-deps.sh installs it)"
 fi
