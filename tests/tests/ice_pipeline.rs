@@ -446,3 +446,38 @@ async fn bad_input_is_quarantined_with_place_and_reason_and_the_rest_goes_on() {
     let good_day = day_status(&firm, "2026-11-20");
     assert_eq!((good_day.imported, good_day.failed), (3, 0));
 }
+
+/// A bad conversation holding a run too long to hold (a 6 MB file whose
+/// `Size` is wrong) is quarantined alone, its copy streamed back from the
+/// spool byte for byte, and the good conversation after it is archived.
+#[tokio::test]
+async fn a_bad_conversation_with_a_huge_file_is_quarantined_whole_and_the_rest_goes_on() {
+    let firm = Firm::new(&[JDOE], SignaturePolicy::Required);
+    let base64 = "QUJD".repeat(1_500_000);
+    let bad = format!(
+        "<Conversation Id=\"c-bad\">\n<Participants><Participant ImId=\"j\" Email=\"{JDOE}\"/></Participants>\n\
+         <FileTransfer Id=\"f-1\" ImId=\"j\" Timestamp=\"2026-11-20T08:00:00Z\" FileName=\"a.bin\" Size=\"7\">{base64}</FileTransfer>\n\
+         </Conversation>"
+    );
+    let export = format!(
+        "<IceChatExport>\n{bad}\n<Conversation Id=\"c-good\">\n\
+         <Participants><Participant ImId=\"j\" Email=\"{JDOE}\"/></Participants>\n\
+         <Message ImId=\"j\" Timestamp=\"2026-11-20T09:00:00Z\">after the bad one</Message>\n\
+         </Conversation>\n</IceChatExport>\n"
+    );
+    firm.drop_export("ACME_2026-11-20.xml.pgp", export.as_bytes(), true);
+    let summary = firm
+        .pipeline()
+        .run(&FetchRequest::default(), &Silent)
+        .await
+        .unwrap();
+    let mails = firm.folder(JDOE, "ICE Chat");
+    assert_eq!(mails.len(), 1, "the good conversation is archived");
+    assert!(String::from_utf8_lossy(&mails[0]).contains("after the bad one"));
+    let [(copy, error)] = summary.quarantined.as_slice() else {
+        panic!("one quarantined conversation: {:?}", summary.quarantined);
+    };
+    assert!(error.reason.contains("Size says 7 bytes"), "{error}");
+    let stored = std::fs::read(firm.layout.store().join("quarantine").join(copy)).unwrap();
+    assert_eq!(stored, bad.as_bytes(), "the conversation byte for byte");
+}

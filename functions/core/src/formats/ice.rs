@@ -84,8 +84,11 @@ pub struct BadConversation {
     pub id: Option<String>,
     /// 1-based line of its start tag.
     pub line: u64,
-    /// The conversation element as it is in the file, start to end tag.
+    /// The conversation element as it is in the file, start to end tag,
+    /// but for its runs of text too long to hold: those are in `spilled`,
+    /// each at its offset in `raw` (see [`crate::spool::write_filled`]).
     pub raw: Vec<u8>,
+    pub spilled: Vec<(usize, Arc<Spool>)>,
     /// Chat event elements in it, all of which go to quarantine with it.
     pub events: u64,
 }
@@ -383,13 +386,6 @@ impl<R: BufRead> IceReader<R> {
         (bytes, holes)
     }
 
-    /// The same, whole in memory (a bad conversation goes to quarantine as
-    /// one object).
-    fn original_in_memory(&self, from: u64, to: u64) -> Vec<u8> {
-        let (bytes, holes) = self.original(from, to);
-        crate::spool::fill_holes(&bytes, &holes).unwrap_or(bytes)
-    }
-
     /// Skips the rest of a bad conversation, up to its end tag, keeping its
     /// bytes. Further faults of the same kind inside it change nothing; a
     /// break of the XML makes the file unreadable from here.
@@ -413,13 +409,14 @@ impl<R: BufRead> IceReader<R> {
         });
         skipped?;
         let end = self.xml.buffer_position();
-        let raw = self.original_in_memory(at, end);
+        let (raw, spilled) = self.original(at, end);
         Err(ReadError::Conversation(Box::new(BadConversation {
             events: count_event_tags(&raw),
             error,
             id,
             line,
             raw,
+            spilled,
         })))
     }
 
@@ -2302,8 +2299,10 @@ mod spilled {
             assert!(bad.error.reason.contains(reason), "{}", bad.error);
             assert!(bad.error.reason.contains("<FileTransfer"), "{}", bad.error);
             assert_eq!(bad.error.place, Place::LineColumn { line: 3, column: 1 });
+            let whole = crate::spool::fill_holes(&bad.raw, &bad.spilled).unwrap();
+            assert!(bad.raw.len() < 1024, "its long run stays in its spool");
             assert!(
-                String::from_utf8_lossy(&bad.raw).contains(content.as_str()),
+                String::from_utf8_lossy(&whole).contains(content.as_str()),
                 "the quarantined copy holds the spilled run"
             );
             assert!(results[1].is_ok(), "the next conversation is read");

@@ -986,6 +986,7 @@ fn attachment_content(path: &std::path::Path) -> std::io::Result<crate::model::C
 
 fn unreadable(conversation: Conversation, error: InputError) -> BadConversation {
     BadConversation {
+        spilled: conversation.original_spilled,
         error,
         id: Some(conversation.id),
         line: conversation.line,
@@ -1115,61 +1116,7 @@ async fn write_mail(ctx: &Context, mail: BuiltMail, recovered: bool) -> Result<S
     Ok(sidecar_key)
 }
 
-/// A mail with spliced parts, written on a blocking thread as the store
-/// reads it: a few chunks in flight, never the whole mail. A failure ends
-/// the stream with the error, so the store commits nothing.
+/// A mail with spliced parts, written as the store reads it.
 fn spliced_body(mail: BuiltMail) -> ByteStream {
-    const CHUNK: usize = 256 * 1024;
-    let (sender, receiver) = mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter {
-            sender: sender.clone(),
-            buf: Vec::with_capacity(CHUNK),
-            chunk: CHUNK,
-        };
-        let written = mail.write_to(&mut out).and_then(|()| out.send());
-        if let Err(error) = written {
-            // Nobody listens when the store gave up first.
-            let _ = sender.blocking_send(Err(error));
-        }
-    });
-    Box::pin(tokio_util::io::StreamReader::new(
-        tokio_stream::wrappers::ReceiverStream::new(receiver),
-    ))
-}
-
-/// Hands what is written to a channel a chunk at a time.
-struct ChannelWriter {
-    sender: mpsc::Sender<std::io::Result<bytes::Bytes>>,
-    buf: Vec<u8>,
-    chunk: usize,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = bytes::Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(self.chunk),
-        ));
-        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "store stopped reading")
-        })
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= self.chunk {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    super::pipe::streamed(move |out| mail.write_to(out))
 }

@@ -30,6 +30,26 @@ pub fn pipe() -> (PipeWriter, ByteStream) {
     )
 }
 
+/// What `write` writes on a blocking thread, as a store body read while it
+/// is written: a few chunks in flight, never the whole. An error (or a
+/// panic) ends the stream with an error, so the store commits nothing.
+pub fn streamed(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
+) -> ByteStream {
+    use std::io::Write as _;
+    let (writer, body) = pipe();
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, writer);
+        if write(&mut out).and_then(|()| out.flush()).is_ok() {
+            if let Ok(writer) = out.into_inner() {
+                writer.finish();
+            }
+        }
+        // Otherwise the writer is dropped unfinished: the stream fails.
+    });
+    body
+}
+
 impl PipeWriter {
     /// Ends the stream cleanly: the store may commit.
     pub fn finish(mut self) {

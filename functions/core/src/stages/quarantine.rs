@@ -54,7 +54,15 @@ pub async fn quarantine_conversation(
     metadata.insert("quarantined-from".into(), key.into());
     metadata.insert(QUARANTINED_AT.into(), chrono::Utc::now().to_rfc3339());
     metadata.insert("quarantine-stage".into(), "convert".into());
-    store.put_bytes(&target, bad.raw.clone(), &metadata).await?;
+    if bad.spilled.is_empty() {
+        store.put_bytes(&target, bad.raw.clone(), &metadata).await?;
+    } else {
+        // Its long runs stream back from their spools: a bad conversation
+        // of gigabytes costs no more memory than a good one.
+        let (raw, holes) = (bad.raw.clone(), bad.spilled.clone());
+        let body = super::pipe::streamed(move |out| crate::spool::write_filled(&raw, &holes, out));
+        store.put(&target, body, &metadata).await?;
+    }
     write_reason(store, &target, key, "convert", &bad.error).await?;
     Ok(target)
 }
