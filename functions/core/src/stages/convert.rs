@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -77,6 +78,14 @@ const WRITES_IN_FLIGHT: usize = 16;
 /// Bytes of mail held by the writes in flight: a large mail is written
 /// with fewer (or no) others beside it, so memory stays bounded.
 const WRITE_BYTES_IN_FLIGHT: usize = 32 << 20;
+
+/// Conversations whose ledger claims are made together: each claim is a
+/// conditional write with its own sync, and one at a time they were most of
+/// what a one-message conversation cost.
+const CLAIMS_HELD: usize = 16;
+/// Original XML held by conversations waiting for their claims (a large
+/// conversation is claimed with fewer, or no, others beside it).
+const CLAIM_BYTES_HELD: usize = 8 << 20;
 
 /// What the parsing thread hands to the writer.
 enum Output {
@@ -230,6 +239,7 @@ async fn convert(
             hand_off_by: super::hand_off_by(),
             ..Pace::default()
         },
+        held: Held::default(),
     };
     let parsing = {
         let (base, key) = (base.clone(), plain_key.to_string());
@@ -641,12 +651,82 @@ struct Archivist {
     dialect: Option<String>,
     attachments: AttachmentFiles,
     pace: Pace,
+    held: Held,
+}
+
+/// A read conversation waiting for its days' ledger claims.
+struct HeldConversation {
+    conversation: Conversation,
+    /// The participants the export listed (the mail takes the ledger's
+    /// union of every file's).
+    listed: Vec<Participant>,
+    lineage: Lineage,
+    days: Vec<HeldDay>,
+}
+
+/// One conversation-day to claim: its events (as positions in the
+/// conversation), their identities and its ledger's key.
+struct HeldDay {
+    day: NaiveDate,
+    positions: Vec<usize>,
+    ids: Vec<String>,
+    key: String,
+}
+
+/// A conversation-day after its claim.
+struct Claimed {
+    /// Item ids of the parts this claim added.
+    parts: HashSet<String>,
+    /// The ledger as stored after the claim.
+    stored: Ledger,
+}
+
+/// The conversations read since the last claims, in file order.
+#[derive(Default)]
+struct Held {
+    conversations: Vec<HeldConversation>,
+    keys: HashSet<String>,
+    bytes: usize,
+}
+
+impl Held {
+    fn has_any(&self, days: &[HeldDay]) -> bool {
+        days.iter().any(|d| self.keys.contains(&d.key))
+    }
+
+    fn push(&mut self, held: HeldConversation) {
+        self.keys.extend(held.days.iter().map(|d| d.key.clone()));
+        self.bytes += held.conversation.original_xml.len();
+        self.conversations.push(held);
+    }
+
+    fn is_full(&self) -> bool {
+        self.conversations.len() >= CLAIMS_HELD || self.bytes >= CLAIM_BYTES_HELD
+    }
 }
 
 impl Archivist {
     /// Parses every document of the payload; returns the export's own day
     /// when the export states one.
     fn parse_all(
+        &mut self,
+        body: ByteStream,
+        key: &str,
+        base: &Lineage,
+    ) -> Result<Option<NaiveDate>> {
+        let read = self.read_documents(body, key, base);
+        self.after_reading(read)
+    }
+
+    /// Claims what is still held once reading ended: the conversations read
+    /// before a fault in the file are archived, as one at a time they were.
+    fn after_reading<T>(&mut self, read: Result<T>) -> Result<T> {
+        let claimed = self.claim_held();
+        let read = read?;
+        claimed.map(|()| read)
+    }
+
+    fn read_documents(
         &mut self,
         body: ByteStream,
         key: &str,
@@ -668,7 +748,7 @@ impl Archivist {
                     return Ok(());
                 }
                 let file_day = header_day.or_else(|| status::day_from_file_name(key));
-                let mut conversation = match read {
+                let conversation = match read {
                     Ok(conversation) => conversation,
                     Err(ReadError::Conversation(bad)) => {
                         self.quarantine(&bad, file_day)?;
@@ -699,7 +779,7 @@ impl Archivist {
                     self.quarantine(&unreadable(conversation, error), None)?;
                     continue;
                 };
-                self.archive(&mut conversation, &lineage, fallback)?;
+                self.archive(conversation, lineage, fallback)?;
             }
             export_day = export_day.or(conversations.header().and_then(|h| h.export_date));
             Ok(())
@@ -726,94 +806,171 @@ impl Archivist {
             &xip::Trust::verified_upstream(),
             &self.config.limits,
         )?;
-        xip::read_items(temp.path(), key, &verified, |mut item| {
+        let read = xip::read_items(temp.path(), key, &verified, |item| {
             let lineage = Lineage {
                 document: format!("{key}!{}", item.id),
                 ..base.clone()
             };
             let day = item.start.map(|t| t.date_naive()).unwrap_or_default();
-            self.archive(&mut item, &lineage, day)
-        })?;
+            self.archive(item, lineage, day)
+        });
+        self.after_reading(read)?;
         Ok(None)
     }
 
-    /// Claims and builds the mails of every day of one conversation.
+    /// Holds a conversation until its days are claimed together with those
+    /// of the next few; a conversation-day already held (a room listed
+    /// twice in one file) is claimed after the first is, in file order.
     fn archive(
         &mut self,
-        conversation: &mut Conversation,
-        lineage: &Lineage,
+        mut conversation: Conversation,
+        lineage: Lineage,
         fallback_day: NaiveDate,
     ) -> Result<()> {
         self.dialect
             .get_or_insert_with(|| conversation.original_format.dialect().to_string());
-        self.resolve_attachments(conversation, fallback_day)?;
+        self.resolve_attachments(&mut conversation, fallback_day)?;
         let listed = std::mem::take(&mut conversation.participants);
-        let result = events_by_day(conversation, fallback_day)
+        let days: Vec<HeldDay> = events_by_day(&conversation, fallback_day)
             .into_iter()
-            .try_for_each(|(day, positions)| {
-                self.archive_day(conversation, &listed, lineage, day, &positions)
-            });
-        conversation.participants = listed;
-        result
+            .map(|(day, positions)| {
+                let events: Vec<&ChatEvent> =
+                    positions.iter().map(|&i| &conversation.events[i]).collect();
+                HeldDay {
+                    ids: ledger::event_ids(&conversation.id, &events),
+                    key: ledger::key(
+                        &self.config.name,
+                        &self.config.folder,
+                        day,
+                        &conversation.id,
+                    ),
+                    day,
+                    positions,
+                }
+            })
+            .collect();
+        if self.held.has_any(&days) {
+            self.claim_held()?;
+        }
+        self.held.push(HeldConversation {
+            conversation,
+            listed,
+            lineage,
+            days,
+        });
+        if self.held.is_full() {
+            self.claim_held()?;
+        }
+        Ok(())
     }
 
+    /// Claims the held conversation-days' new events in the ledger, several
+    /// at once, then builds their mails in file order. A claim that fails
+    /// fails the run after the mails of those before it are sent; the
+    /// others' claims are completed by the next run of the file.
+    fn claim_held(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held).conversations;
+        let claims: Vec<Result<Claimed>> = {
+            let this = &*self;
+            let claims = held
+                .iter()
+                .flat_map(|h| h.days.iter().map(move |day| this.claim(h, day)));
+            self.runtime.block_on(
+                futures_util::stream::iter(claims)
+                    .buffered(CLAIMS_HELD)
+                    .collect(),
+            )
+        };
+        let mut claims = claims.into_iter();
+        for mut held in held {
+            for day in &held.days {
+                let claimed = claims.next().ok_or_else(|| {
+                    Error::Config("a held conversation-day lost its claim".into())
+                })??;
+                self.archive_day(&mut held.conversation, &held.lineage, day, claimed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims one conversation-day's new events: the ledger as stored after
+    /// the claim, and the item ids of the parts this claim added.
+    async fn claim(&self, held: &HeldConversation, day: &HeldDay) -> Result<Claimed> {
+        let config = &self.config;
+        let conversation = &held.conversation;
+        let events: Vec<&ChatEvent> = day
+            .positions
+            .iter()
+            .map(|&i| &conversation.events[i])
+            .collect();
+        let ids = &day.ids;
+        let mut claimed = Vec::new();
+        let fresh = || Ledger {
+            connector: config.name.clone(),
+            conversation_id: conversation.id.clone(),
+            day: Some(day.day),
+            folder: config.folder.clone(),
+            ..Ledger::default()
+        };
+        let claim = |ledger: &mut Ledger| {
+            let taken: HashSet<&str> = ledger.holders().into_keys().collect();
+            claimed = ledger::plan_parts(
+                &config.name,
+                &conversation.id,
+                day.day,
+                config.granularity,
+                &events,
+                ids,
+                &taken,
+                ledger.parts.is_empty(),
+                config.part_cap(),
+            );
+            if claimed.is_empty() {
+                return false;
+            }
+            for part in &claimed {
+                ledger.parts.push(LedgerPart {
+                    message_id: mail::message_id(&config.name, &part.item_id),
+                    item_id: part.item_id.clone(),
+                    source_key: self.source.key.clone(),
+                    source_sha256: self.source.sha256.clone(),
+                    events: part.events.iter().map(|&i| ids[i].clone()).collect(),
+                });
+            }
+            ledger.add_participants(&held.listed);
+            true
+        };
+        let stored = ledger::update(self.store.as_ref(), &day.key, fresh, claim).await?;
+        Ok(Claimed {
+            parts: claimed.into_iter().map(|p| p.item_id).collect(),
+            stored,
+        })
+    }
+
+    /// Builds and sends the mails of one claimed conversation-day, and counts
+    /// the file's share of the day.
     fn archive_day(
         &mut self,
         conversation: &mut Conversation,
-        listed: &[Participant],
         lineage: &Lineage,
-        day: NaiveDate,
-        positions: &[usize],
+        held_day: &HeldDay,
+        claimed: Claimed,
     ) -> Result<()> {
         let config = &self.config;
-        let events: Vec<&ChatEvent> = positions.iter().map(|&i| &conversation.events[i]).collect();
-        let ids = ledger::event_ids(&conversation.id, &events);
-        let key = ledger::key(&config.name, &config.folder, day, &conversation.id);
-        let mut claimed = Vec::new();
-        let stored = {
-            let fresh = || Ledger {
-                connector: config.name.clone(),
-                conversation_id: conversation.id.clone(),
-                day: Some(day),
-                folder: config.folder.clone(),
-                ..Ledger::default()
-            };
-            let claim = |ledger: &mut Ledger| {
-                let held: HashSet<&str> = ledger.holders().into_keys().collect();
-                claimed = ledger::plan_parts(
-                    &config.name,
-                    &conversation.id,
-                    day,
-                    config.granularity,
-                    &events,
-                    &ids,
-                    &held,
-                    ledger.parts.is_empty(),
-                    config.part_cap(),
-                );
-                if claimed.is_empty() {
-                    return false;
-                }
-                for part in &claimed {
-                    ledger.parts.push(LedgerPart {
-                        message_id: mail::message_id(&config.name, &part.item_id),
-                        item_id: part.item_id.clone(),
-                        source_key: self.source.key.clone(),
-                        source_sha256: self.source.sha256.clone(),
-                        events: part.events.iter().map(|&i| ids[i].clone()).collect(),
-                    });
-                }
-                ledger.add_participants(listed);
-                true
-            };
-            self.runtime
-                .block_on(ledger::update(self.store.as_ref(), &key, fresh, claim))?
-        };
-        let claimed: HashSet<String> = claimed.into_iter().map(|p| p.item_id).collect();
+        let (day, ids) = (held_day.day, &held_day.ids);
+        let Claimed {
+            parts: claimed,
+            stored,
+        } = claimed;
+        let events: Vec<&ChatEvent> = held_day
+            .positions
+            .iter()
+            .map(|&i| &conversation.events[i])
+            .collect();
 
         let mut share = DayShare::default();
         let holders = stored.holders();
-        for id in &ids {
+        for id in ids {
             share.events.received += 1;
             match holders.get(id.as_str()) {
                 Some(part) if self.is_ours(part) => share.events.delivered += 1,
@@ -842,7 +999,7 @@ impl Archivist {
             let wanted: HashSet<&str> = part.events.iter().map(String::as_str).collect();
             let events: Vec<&ChatEvent> = events
                 .iter()
-                .zip(&ids)
+                .zip(ids)
                 .filter(|(_, id)| wanted.contains(id.as_str()))
                 .map(|(&event, _)| event)
                 .collect();
@@ -885,8 +1042,6 @@ impl Archivist {
             .map_err(|_| Error::Config("mail writer stopped".into()))
     }
 
-    /// One conversation to quarantine, recorded as a failed item of the
-    /// file's day; the rest of the file goes on.
     /// Puts each attachment's file in its place, from the attachment
     /// archive; one that is not there goes out as a line saying so, with a
     /// failure row of its own (never silently without it).
@@ -939,6 +1094,8 @@ impl Archivist {
         Ok(())
     }
 
+    /// One conversation to quarantine, recorded as a failed item of the
+    /// file's day; the rest of the file goes on.
     fn quarantine(&mut self, bad: &BadConversation, file_day: Option<NaiveDate>) -> Result<()> {
         let store = self.store.as_ref();
         let key = self.runtime.block_on(quarantine_conversation(
@@ -973,7 +1130,6 @@ impl Archivist {
     }
 }
 
-/// A conversation that was read but cannot be archived, as a quarantine entry.
 /// An attachment file from its archive: a large one stays on disk (a copy,
 /// as one file may serve several events).
 fn attachment_content(path: &std::path::Path) -> std::io::Result<crate::model::Content> {
@@ -984,6 +1140,7 @@ fn attachment_content(path: &std::path::Path) -> std::io::Result<crate::model::C
     crate::model::Content::from_file(spool)
 }
 
+/// A conversation that was read but cannot be archived, as a quarantine entry.
 fn unreadable(conversation: Conversation, error: InputError) -> BadConversation {
     BadConversation {
         spilled: conversation.original_spilled,
