@@ -685,23 +685,23 @@ struct Claimed {
 #[derive(Default)]
 struct Held {
     conversations: Vec<HeldConversation>,
-    keys: HashSet<String>,
-    bytes: usize,
 }
 
 impl Held {
     fn has_any(&self, days: &[HeldDay]) -> bool {
-        days.iter().any(|d| self.keys.contains(&d.key))
-    }
-
-    fn push(&mut self, held: HeldConversation) {
-        self.keys.extend(held.days.iter().map(|d| d.key.clone()));
-        self.bytes += held.conversation.original_xml.len();
-        self.conversations.push(held);
+        self.conversations
+            .iter()
+            .flat_map(|held| &held.days)
+            .any(|held| days.iter().any(|day| day.key == held.key))
     }
 
     fn is_full(&self) -> bool {
-        self.conversations.len() >= CLAIMS_HELD || self.bytes >= CLAIM_BYTES_HELD
+        let bytes: usize = self
+            .conversations
+            .iter()
+            .map(|held| held.conversation.original_xml.len())
+            .sum();
+        self.conversations.len() >= CLAIMS_HELD || bytes >= CLAIM_BYTES_HELD
     }
 }
 
@@ -852,7 +852,7 @@ impl Archivist {
         if self.held.has_any(&days) {
             self.claim_held()?;
         }
-        self.held.push(HeldConversation {
+        self.held.conversations.push(HeldConversation {
             conversation,
             listed,
             lineage,
