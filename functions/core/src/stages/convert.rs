@@ -673,6 +673,30 @@ struct HeldDay {
     key: String,
 }
 
+impl HeldDay {
+    /// A conversation-day of `conversation` with its identities and key.
+    fn new(
+        config: &ConnectorConfig,
+        conversation: &Conversation,
+        day: NaiveDate,
+        positions: Vec<usize>,
+    ) -> Self {
+        let mut held = HeldDay {
+            day,
+            positions,
+            ids: Vec::new(),
+            key: ledger::key(&config.name, &config.folder, day, &conversation.id),
+        };
+        held.ids = ledger::event_ids(&conversation.id, &held.events(&conversation.events));
+        held
+    }
+
+    /// Its events out of the conversation's, in their order.
+    fn events<'a>(&self, events: &'a [ChatEvent]) -> Vec<&'a ChatEvent> {
+        self.positions.iter().map(|&i| &events[i]).collect()
+    }
+}
+
 /// A conversation-day after its claim.
 struct Claimed {
     /// Item ids of the parts this claim added.
@@ -833,21 +857,7 @@ impl Archivist {
         let listed = std::mem::take(&mut conversation.participants);
         let days: Vec<HeldDay> = events_by_day(&conversation, fallback_day)
             .into_iter()
-            .map(|(day, positions)| {
-                let events: Vec<&ChatEvent> =
-                    positions.iter().map(|&i| &conversation.events[i]).collect();
-                HeldDay {
-                    ids: ledger::event_ids(&conversation.id, &events),
-                    key: ledger::key(
-                        &self.config.name,
-                        &self.config.folder,
-                        day,
-                        &conversation.id,
-                    ),
-                    day,
-                    positions,
-                }
-            })
+            .map(|(day, positions)| HeldDay::new(&self.config, &conversation, day, positions))
             .collect();
         if self.held.has_any(&days) {
             self.claim_held()?;
@@ -898,11 +908,7 @@ impl Archivist {
     async fn claim(&self, held: &HeldConversation, day: &HeldDay) -> Result<Claimed> {
         let config = &self.config;
         let conversation = &held.conversation;
-        let events: Vec<&ChatEvent> = day
-            .positions
-            .iter()
-            .map(|&i| &conversation.events[i])
-            .collect();
+        let events = day.events(&conversation.events);
         let ids = &day.ids;
         let mut claimed = Vec::new();
         let fresh = || Ledger {
@@ -962,11 +968,7 @@ impl Archivist {
             parts: claimed,
             stored,
         } = claimed;
-        let events: Vec<&ChatEvent> = held_day
-            .positions
-            .iter()
-            .map(|&i| &conversation.events[i])
-            .collect();
+        let events = held_day.events(&conversation.events);
 
         let mut share = DayShare::default();
         let holders = stored.holders();
